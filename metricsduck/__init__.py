@@ -1,0 +1,18 @@
+"""metricsduck: DuckDB views over sidecar Parquet files for ML pipeline metrics and drift."""
+
+from .config import Config, load_config
+from .errors import (
+    ChecksumMismatchError, ConfigError, InputError, MetricsDuckError, SidecarError,
+    SqlFileError, StorageError,
+)
+from .store import Store, connect, init
+from .tracker import ReproducibilityTracker
+from .writer import write_cohort_metrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChecksumMismatchError", "Config", "ConfigError", "InputError", "MetricsDuckError",
+    "ReproducibilityTracker", "SidecarError", "SqlFileError", "StorageError", "Store",
+    "connect", "init", "load_config", "write_cohort_metrics", "__version__",
+]

@@ -1,0 +1,102 @@
+"""ReproducibilityTracker: the integration point a training pipeline calls per cohort."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .config import Config, load_config
+from .files import json_bytes, write_atomic
+from .layout import check_name, cohort_dir, derive_cohort_id
+from .writer import encode_metric, utc_timestamp, write_cohort_metrics
+
+FINGERPRINT_KEYS = ("git_commit", "config_hash", "data_fingerprint", "seed")
+
+
+def default_run_id(started_at: datetime) -> str:
+    """A UTC timestamp id, e.g. `2026-01-05_09-00-00_000000`."""
+    return started_at.astimezone(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S_%f")
+
+
+def _json_safe(value: Any) -> Any:
+    """Pipeline JSON files: non-finite floats as strings, everything else as JSON allows."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+class ReproducibilityTracker:
+    """Writes one run's cohorts under `output_dir/REPRODUCIBILITY/` (DESIGN §2).
+
+    One tracker is one pipeline run: every cohort it saves shares its `run_id` and
+    `run_started_at`.
+    """
+
+    def __init__(self, output_dir: str | Path, run_id: str | None = None,
+                 run_started_at: datetime | None = None, config: Config | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.config = config or load_config()
+        started = run_started_at if run_started_at is not None else datetime.now(timezone.utc)
+        self.run_started_at = utc_timestamp("run_started_at", started)
+        self.run_id = check_name("run_id", run_id or default_run_id(self.run_started_at))
+
+    def save_cohort(
+        self,
+        stage: str,
+        view: str,
+        target: str,
+        metrics: Mapping[str, Any],
+        *,
+        symbol: str | None = None,
+        cohort_metadata: Mapping[str, Any] | None = None,
+        samples: Mapping[str, Iterable[float]] | None = None,
+        audit_report: Mapping[str, Any] | None = None,
+        written_at: datetime | None = None,
+    ) -> Path:
+        """Write the pipeline's JSON files and the sidecars of one cohort; return its folder.
+
+        The cohort id is `cohort_metadata['cohort_id']` when given, else derived from the
+        cohort definition (see `layout.derive_cohort_id`). Fingerprints (git_commit,
+        config_hash, data_fingerprint, seed) and `good` come from the metadata, and
+        `audit_valid` from the audit report's `is_valid`.
+        """
+        metadata = dict(cohort_metadata or {})
+        cohort_id = metadata.get("cohort_id") or derive_cohort_id(view, metadata)
+        folder = cohort_dir(self.output_dir, stage, view, target, symbol, cohort_id)
+        for key, value in metrics.items():  # reject bad metrics before any file is written
+            encode_metric(key, value)
+        audit_valid = None if audit_report is None else audit_report.get("is_valid")
+        pipeline_files = {
+            "metadata.json": {**metadata, "cohort_id": cohort_id, "run_id": self.run_id,
+                              "stage": stage, "view": view, "target": target, "symbol": symbol},
+            "metrics.json": dict(metrics),
+        }
+        if audit_report is not None:
+            pipeline_files["audit_report.json"] = dict(audit_report)
+        rendered = {name: json_bytes(_json_safe(doc)) for name, doc in pipeline_files.items()}
+        # Sidecars first: they validate every remaining input and write atomically.
+        write_cohort_metrics(
+            folder,
+            run_id=self.run_id,
+            run_started_at=self.run_started_at,
+            stage=stage, view=view, target=target, symbol=symbol, cohort_id=cohort_id,
+            metrics=metrics, samples=samples,
+            **{key: metadata.get(key) for key in FINGERPRINT_KEYS},
+            good=metadata.get("good"),
+            audit_valid=audit_valid,
+            written_at=written_at,
+            config=self.config,
+        )
+        for name, data in rendered.items():
+            write_atomic(folder / name, data)
+        return folder

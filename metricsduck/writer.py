@@ -1,0 +1,321 @@
+"""Sidecars: metric facts and distribution samples in the schemas of DESIGN §3.
+
+`write_cohort_metrics` validates everything before it writes anything, so bad input
+never leaves a half-written cohort; each file is written atomically and
+deterministically (same input, same bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .config import Config, load_config
+from .errors import InputError
+from .files import json_bytes, parquet_bytes, write_atomic
+from .layout import baseline_key, check_name, check_symbol, cohort_id_from_dir, sidecar_name
+
+SCHEMA_VERSION = 1
+METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
+SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
+SCHEMA_METADATA_KEY = b"metricsduck.schema"
+
+KIND_NUMBER, KIND_BOOL, KIND_TEXT = "number", "bool", "text"
+
+
+def _identity_fields(pa: Any) -> list:
+    ts = pa.timestamp("us", tz="UTC")
+    return [
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("run_started_at", ts, nullable=False),
+        pa.field("written_at", ts, nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("view", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("symbol", pa.string()),
+        pa.field("cohort_id", pa.string(), nullable=False),
+        pa.field("baseline_key", pa.string(), nullable=False),
+        pa.field("git_commit", pa.string()),
+        pa.field("config_hash", pa.string()),
+        pa.field("data_fingerprint", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("good", pa.bool_()),
+        pa.field("audit_valid", pa.bool_()),
+    ]
+
+
+def metrics_schema() -> Any:
+    """Arrow schema of `telemetry_metrics.parquet` (version 1)."""
+    import pyarrow as pa
+
+    fields = _identity_fields(pa) + [
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("value_text", pa.string()),
+    ]
+    return pa.schema(fields, metadata={SCHEMA_METADATA_KEY: METRICS_SCHEMA_ID.encode()})
+
+
+def samples_schema() -> Any:
+    """Arrow schema of `telemetry_samples.parquet` (version 1).
+
+    The identity columns stop at baseline_key: fingerprints and verdicts live in the facts.
+    """
+    import pyarrow as pa
+
+    identity = [f for f in _identity_fields(pa) if f.name not in _FACT_ONLY]
+    fields = identity + [
+        pa.field("distribution", pa.string(), nullable=False),
+        pa.field("n_total", pa.int64(), nullable=False),
+        pa.field("n_missing", pa.int64(), nullable=False),
+        pa.field("value", pa.float64()),
+    ]
+    return pa.schema(fields, metadata={SCHEMA_METADATA_KEY: SAMPLES_SCHEMA_ID.encode()})
+
+
+_FACT_ONLY = {"git_commit", "config_hash", "data_fingerprint", "seed", "good", "audit_valid"}
+
+
+def utc_timestamp(key: str, value: Any) -> datetime:
+    """A timezone-aware datetime converted to UTC and truncated to microseconds."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"{key} {value!r} is not an ISO 8601 timestamp") from None
+    if not isinstance(value, datetime):
+        raise InputError(f"{key} must be a timezone-aware datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InputError(
+            f"{key} {value.isoformat()} has no timezone; pass an aware datetime, "
+            "e.g. datetime.now(timezone.utc)"
+        )
+    return value.astimezone(timezone.utc)
+
+
+def _is_bool(value: Any) -> bool:
+    """Python and numpy booleans (numpy's are not `bool` subclasses)."""
+    return isinstance(value, bool) or (
+        type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    )
+
+
+def encode_metric(key: str, value: Any) -> tuple[str, float | None, str | None]:
+    """`(kind, value, value_text)` of one metric value as DESIGN §3 stores it.
+
+    Bools are 1/0; non-finite numbers keep `nan`/`inf`/`-inf` in value_text; None is a
+    number without a value; lists and dicts are rejected (they belong in samples).
+    """
+    if _is_bool(value):
+        return KIND_BOOL, 1.0 if value else 0.0, None
+    if value is None:
+        return KIND_NUMBER, None, None
+    if isinstance(value, str):
+        return KIND_TEXT, None, value
+    if isinstance(value, numbers.Real):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise InputError(f"metrics[{key!r}] = {value} does not fit in a double") from None
+        if math.isnan(number):
+            return KIND_NUMBER, None, "nan"
+        if math.isinf(number):
+            return KIND_NUMBER, None, "inf" if number > 0 else "-inf"
+        return KIND_NUMBER, number, None
+    if isinstance(value, (list, tuple, set, frozenset, dict, Mapping)) or hasattr(value, "__len__"):
+        raise InputError(
+            f"metrics[{key!r}] is a {type(value).__name__}; metrics are scalars "
+            "(number, bool, text) — pass lists of values as samples={...}"
+        )
+    raise InputError(
+        f"metrics[{key!r}] has unsupported type {type(value).__name__}; "
+        "use a number, bool, str or None"
+    )
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{key} must be a string or None, got {type(value).__name__}")
+    return value
+
+
+def _optional_bool(key: str, value: Any) -> bool | None:
+    if value is None:
+        return None
+    if _is_bool(value):
+        return bool(value)
+    raise InputError(f"{key} must be True, False or None, got {value!r}")
+
+
+def _optional_seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"seed must be an integer or None, got {value!r}")
+    if not -(2**63) <= int(value) < 2**63:
+        raise InputError(f"seed {value} does not fit in int64")
+    return int(value)
+
+
+def _sample_values(name: str, values: Iterable[Any], limit: int, salt: str) -> tuple[Any, int, int]:
+    """`(retained finite values, n_total, n_missing)`, subsampled deterministically."""
+    import numpy as np
+
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
+        raise InputError(f"samples[{name!r}] must be a sequence of numbers, got {type(values).__name__}")
+    try:
+        array = np.asarray(list(values) if not hasattr(values, "__array__") else values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"samples[{name!r}] holds a value that is not a number") from None
+    if array.ndim != 1:
+        raise InputError(f"samples[{name!r}] must be one-dimensional, got shape {array.shape}")
+    finite = array[np.isfinite(array)]
+    n_total, n_missing = int(array.size), int(array.size - finite.size)
+    if finite.size > limit:
+        # Seeded by the cohort-run and distribution: the same input keeps the same rows.
+        seed = int.from_bytes(hashlib.sha256(f"{salt}\0{name}".encode()).digest()[:8], "little")
+        keep = np.sort(np.random.default_rng(seed).choice(finite.size, size=limit, replace=False))
+        finite = finite[keep]
+    return finite, n_total, n_missing
+
+
+def write_cohort_metrics(
+    cohort_dir: str | Path,
+    *,
+    run_id: str,
+    run_started_at: datetime,
+    stage: str,
+    view: str,
+    target: str,
+    symbol: str | None = None,
+    cohort_id: str | None = None,
+    metrics: Mapping[str, Any],
+    samples: Mapping[str, Iterable[float]] | None = None,
+    git_commit: str | None = None,
+    config_hash: str | None = None,
+    data_fingerprint: str | None = None,
+    seed: int | None = None,
+    good: bool | None = None,
+    audit_valid: bool | None = None,
+    written_at: datetime | None = None,
+    config: Config | None = None,
+) -> list[Path]:
+    """Write one cohort-run's sidecars into `cohort_dir`; return the paths written.
+
+    Writes `<prefix>_metrics.parquet` and its JSON mirror, plus `<prefix>_samples.parquet`
+    when samples are given. Nothing is written if any input is invalid, and nothing at
+    all when the config has `enabled: false`.
+    """
+    import pyarrow as pa
+
+    config = config or load_config()
+    if not config.enabled:
+        return []
+    cohort_dir = Path(cohort_dir)
+    cohort_id = cohort_id if cohort_id is not None else cohort_id_from_dir(cohort_dir)
+    if cohort_id is None:
+        raise InputError(
+            f"cohort_id is not given and {cohort_dir} is not a 'cohort=<id>' folder; pass cohort_id="
+        )
+    identity = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": check_name("run_id", run_id),
+        "run_started_at": utc_timestamp("run_started_at", run_started_at),
+        "written_at": utc_timestamp(
+            "written_at", written_at if written_at is not None else datetime.now(timezone.utc)
+        ),
+        "stage": check_name("stage", stage),
+        "view": check_name("view", view),
+        "target": check_name("target", target),
+        "symbol": check_symbol(view, symbol),
+        "cohort_id": check_name("cohort_id", cohort_id),
+        "baseline_key": baseline_key(stage, view, target, symbol),
+    }
+    facts_identity = {
+        **identity,
+        "git_commit": _optional_text("git_commit", git_commit),
+        "config_hash": _optional_text("config_hash", config_hash),
+        "data_fingerprint": _optional_text("data_fingerprint", data_fingerprint),
+        "seed": _optional_seed(seed),
+        "good": _optional_bool("good", good),
+        "audit_valid": _optional_bool("audit_valid", audit_valid),
+    }
+    if not isinstance(metrics, Mapping):
+        raise InputError(f"metrics must be a mapping of name to value, got {type(metrics).__name__}")
+    encoded = {check_name("metric name", k): encode_metric(k, v) for k, v in metrics.items()}
+    if not encoded:
+        raise InputError("metrics is empty; a cohort-run is recorded by at least one metric")
+
+    metric_names = sorted(encoded)
+    facts = pa.Table.from_pydict(
+        {
+            **{k: [v] * len(metric_names) for k, v in facts_identity.items()},
+            "metric": metric_names,
+            "kind": [encoded[m][0] for m in metric_names],
+            "value": [encoded[m][1] for m in metric_names],
+            "value_text": [encoded[m][2] for m in metric_names],
+        },
+        schema=metrics_schema(),
+    )
+    outputs: list[tuple[Path, bytes]] = []
+    if samples:
+        table = _samples_table(identity, samples, config, pa)
+        outputs.append((cohort_dir / sidecar_name(config.prefix, "samples", "parquet"), parquet_bytes(table)))
+    outputs.append((cohort_dir / sidecar_name(config.prefix, "metrics", "parquet"), parquet_bytes(facts)))
+    outputs.append((cohort_dir / sidecar_name(config.prefix, "metrics", "json"), json_bytes(metrics_mirror(facts))))
+    for path, data in outputs:
+        write_atomic(path, data)
+    return [path for path, _ in outputs]
+
+
+def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[float]],
+                   config: Config, pa: Any) -> Any:
+    if not isinstance(samples, Mapping):
+        raise InputError(f"samples must be a mapping of distribution name to values, got {type(samples).__name__}")
+    limit = config.get("samples.max_per_distribution")
+    salt = f"{identity['baseline_key']}\0{identity['run_id']}"
+    columns: dict[str, list] = {k: [] for k in list(identity) + ["distribution", "n_total", "n_missing", "value"]}
+    for name in sorted(samples):
+        values, n_total, n_missing = _sample_values(check_name("distribution name", name), samples[name], limit, salt)
+        # A distribution without any finite value keeps one null row so its counts survive.
+        rows = values.tolist() if values.size else [None]
+        for key, value in identity.items():
+            columns[key].extend([value] * len(rows))
+        columns["distribution"].extend([name] * len(rows))
+        columns["n_total"].extend([n_total] * len(rows))
+        columns["n_missing"].extend([n_missing] * len(rows))
+        columns["value"].extend(rows)
+    return pa.Table.from_pydict(columns, schema=samples_schema())
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def metrics_mirror(facts: Any) -> dict[str, Any]:
+    """The readable JSON mirror of one metrics sidecar table (one cohort-run)."""
+    rows = facts.to_pylist()
+    first = rows[0]
+    return {
+        "schema": METRICS_SCHEMA_ID,
+        "schema_version": first["schema_version"],
+        "identity": {
+            k: (_iso(first[k]) if isinstance(first[k], datetime) else first[k])
+            for k in ("run_id", "run_started_at", "written_at", "stage", "view", "target",
+                      "symbol", "cohort_id", "baseline_key")
+        },
+        "fingerprints": {k: first[k] for k in ("git_commit", "config_hash", "data_fingerprint", "seed")},
+        "verdict": {"good": first["good"], "audit_valid": first["audit_valid"]},
+        "metrics": {
+            row["metric"]: {"kind": row["kind"], "value": row["value"], "value_text": row["value_text"]}
+            for row in rows
+        },
+    }
