@@ -146,26 +146,33 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def bind_sources(con: Any, root: Path, config: Config) -> None:
-    """Create `facts_raw` / `samples_raw` over every sidecar under `root`.
+def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False) -> None:
+    """Create `facts_raw`, `samples_raw` and `marks_raw` over the files under `root`.
 
     Each is the typed empty schema UNION ALL BY NAME the glob, so an empty tree gives
     empty typed tables and sidecars missing an optional column read as NULL there.
+    With `snapshot`, they are tables read once: a query that references them many
+    times (drift does) then scans the files once instead of once per reference. Without
+    it they are live views that see new files on every query (the persisted catalog).
     """
+    from .marks import marks_glob, marks_schema
     from .writer import metrics_schema, samples_schema
 
-    for view, artifact, schema in (
-        ("facts_raw", "metrics", metrics_schema()),
-        ("samples_raw", "samples", samples_schema()),
+    root = root.resolve()
+    for view, pattern, schema in (
+        ("facts_raw", f"{root}/**/{sidecar_name(config.prefix, 'metrics', 'parquet')}", metrics_schema()),
+        ("samples_raw", f"{root}/**/{sidecar_name(config.prefix, 'samples', 'parquet')}", samples_schema()),
+        ("marks_raw", marks_glob(root), marks_schema()),
     ):
-        pattern = _sql_string(f"{root.resolve()}/**/{sidecar_name(config.prefix, artifact, 'parquet')}")
         body = _typed_empty(schema)
-        if con.execute(f"SELECT count(*) FROM glob({pattern})").fetchall()[0][0]:
+        if con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0]:
             body += (
                 "\nUNION ALL BY NAME\nSELECT * FROM read_parquet("
-                f"{pattern}, union_by_name = true, hive_partitioning = false, filename = 'source_file')"
+                f"{_sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
+                "filename = 'source_file')"
             )
-        con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
+        kind = "TABLE" if snapshot else "VIEW"
+        con.execute(f"CREATE OR REPLACE {kind} {view} AS {body}")
 
 
 def fill_settings(con: Any, config: Config, root: Path) -> None:
@@ -197,8 +204,15 @@ def apply_migration(con: Any, migration: Migration) -> None:
     """Run one SQL file statement by statement, reporting failures with path and line."""
     import duckdb
 
+    try:
+        statements = duckdb.extract_statements(migration.text)
+    except duckdb.Error as exc:  # a syntax error: DuckDB's LINE counts from the file's start
+        message = str(exc).strip()
+        inner = re.search(r"LINE (\d+):", message)
+        raise SqlFileError(migration.path, int(inner[1]) if inner else None,
+                           message.splitlines()[0]) from None
     offset = 0
-    for statement in duckdb.extract_statements(migration.text):
+    for statement in statements:
         query = statement.query
         start = migration.text.find(query, offset)
         start = offset if start < 0 else start
@@ -209,8 +223,8 @@ def apply_migration(con: Any, migration: Migration) -> None:
         except duckdb.Error as exc:
             message = str(exc).strip()
             inner = re.search(r"LINE (\d+):", message)
-            if inner:
-                line += int(inner[1]) - 1
+            if inner:  # DuckDB counts from the first line of the query text it was given
+                line = migration.text.count("\n", 0, start) + int(inner[1])
             raise SqlFileError(migration.path, line, message.splitlines()[0]) from None
     for comment, view in _VIEW_COMMENT.findall(migration.text):
         text = " ".join(part.strip().lstrip("-").strip() for part in comment.strip().splitlines())
@@ -218,7 +232,7 @@ def apply_migration(con: Any, migration: Migration) -> None:
 
 
 def build(con: Any, root: Path, config: Config, *, sql_dir: Path | None = None,
-          ledger: list[LedgerEntry] | None = None) -> list[Migration]:
+          ledger: list[LedgerEntry] | None = None, snapshot: bool = False) -> list[Migration]:
     """Bind sources, fill settings and apply every SQL file on `con`; record the ledger.
 
     Versions already in `ledger` keep their original applied time.
@@ -226,7 +240,7 @@ def build(con: Any, root: Path, config: Config, *, sql_dir: Path | None = None,
     migrations = discover(sql_dir)
     con.execute("SET TimeZone = 'UTC'")
     fill_settings(con, config, root)
-    bind_sources(con, root, config)
+    bind_sources(con, root, config, snapshot=snapshot)
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (version INTEGER PRIMARY KEY, name VARCHAR, "
         "sha256 VARCHAR, applied_at TIMESTAMPTZ)"

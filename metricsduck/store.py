@@ -6,9 +6,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .catalog import (
-    build, catalog_path, check_unchanged, discover, init_catalog, migration_states, read_ledger,
+    bind_sources, build, catalog_path, check_unchanged, discover, init_catalog, migration_states, read_ledger,
 )
 from .config import Config, resolve_config
+from .errors import InputError
+
+TIERS = ("OK", "WARN", "ALERT")
+BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
+
+
+def check_choice(name: str, value: str | None, choices: Sequence[str]) -> None:
+    if value is not None and value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 class Store:
@@ -18,10 +27,11 @@ class Store:
     (`.df()`, `.arrow()`, `.pl()`, `.fetchall()`). Parameters are bound, never pasted.
     """
 
-    def __init__(self, root: Path, config: Config, con: Any) -> None:
+    def __init__(self, root: Path, config: Config, con: Any, sql_dir: Path | None = None) -> None:
         self.root = root
         self.config = config
         self.con = con
+        self.sql_dir = sql_dir
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         return self.con.sql(query, params=params)
@@ -33,7 +43,7 @@ class Store:
                 ("tree", "config", self.config.source)]
         ledger = read_ledger(path)
         rows.append(("catalog", "persisted", str(path) if path.exists() else "no (run `metricsduck init`)"))
-        for migration, state in migration_states(discover(), ledger):
+        for migration, state in migration_states(discover(self.sql_dir), ledger):
             rows.append(("sql", migration.label, state if path.exists() else "pending"))
         counts = self.sql(
             "SELECT (SELECT count(DISTINCT source_file) FROM facts_raw), "
@@ -45,6 +55,56 @@ class Store:
         rows += [("data", name, str(value)) for name, value in zip(names, counts)]
         return rows
 
+    def drift(self, *, stage: str | None = None, view: str | None = None,
+              target: str | None = None, symbol: str | None = None, baseline: str | None = None,
+              tier: str | None = None, run: str | None = None, item: str | None = None) -> Any:
+        """Rows of the `drift` view matching the filters, worst first (a DuckDB relation).
+
+        `tier` keeps rows at least that bad (WARN: WARN and ALERT); `run` is a run id or
+        'latest'; `baseline` a baseline kind; `item` 'metric' or 'distribution'.
+        """
+        check_choice("baseline", baseline, BASELINE_KINDS)
+        check_choice("item", item, ("metric", "distribution"))
+        return self._filtered(
+            "drift",
+            {"stage": stage, "view": view, "target": target, "symbol": symbol,
+             "baseline_kind": baseline, "item_kind": item},
+            tier=tier, run=run,
+            order="tier_rank DESC NULLS LAST, run_started_at DESC, baseline_key, baseline_kind, "
+                  "item_kind, item",
+        )
+
+    def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
+                  order: str) -> Any:
+        """`SELECT * FROM view` with equality filters on known columns; values are bound."""
+        conditions, params = [], {}
+        for column, value in equals.items():
+            if value is not None:
+                conditions.append(f"{column} = ${column}")
+                params[column] = value
+        if tier is not None:
+            check_choice("tier", tier, TIERS)
+            conditions.append("tier_rank >= $tier_rank")
+            params["tier_rank"] = TIERS.index(tier)
+        if run == "latest":
+            conditions.append("run_id = (SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1)")
+        elif run is not None:
+            conditions.append("run_id = $run_id")
+            params["run_id"] = run
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self.sql(f"SELECT * FROM {view}{where} ORDER BY {order}", params or None)
+
+    def refresh(self, *, runs: Sequence[str] | None = None, all_runs: bool = False,
+                progress: Any = None) -> Any:
+        """Write drift files into the tree (see `metricsduck.refresh.refresh`)."""
+        from .refresh import refresh
+
+        return refresh(self, runs=runs, all_runs=all_runs, progress=progress)
+
+    def reload(self) -> None:
+        """Take a new snapshot of the sidecars and marks (new and changed files appear)."""
+        bind_sources(self.con, self.root, self.config, snapshot=True)
+
     def close(self) -> None:
         self.con.close()
 
@@ -55,12 +115,20 @@ class Store:
         self.close()
 
 
+def _spill_dir() -> str:
+    """Where DuckDB may spill: the system temp dir, never the caller's working directory."""
+    import tempfile
+
+    return str(Path(tempfile.gettempdir()) / "metricsduck-spill").replace("'", "''")
+
+
 def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None) -> Store:
     """Open a store over the tree at `root` (which may be empty or missing).
 
-    Views are built in memory, so several processes can query one tree at once. If the
-    tree has a persisted catalog, its ledger is checked first: an applied SQL file that has
-    since been edited is an error.
+    Views are built in memory over a snapshot of the sidecars taken now (call
+    `store.reload()` to see files written since), so several processes can query one
+    tree at once. If the tree has a persisted catalog, its ledger is checked first: an
+    applied SQL file that has since been edited is an error.
     """
     import duckdb
 
@@ -72,11 +140,12 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
-        build(con, root, config, sql_dir=sql_dir)
+        con.execute(f"SET temp_directory = '{_spill_dir()}'")
+        build(con, root, config, sql_dir=sql_dir, snapshot=True)
     except BaseException:
         con.close()
         raise
-    return Store(root, config, con)
+    return Store(root, config, con, sql_dir)
 
 
 def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None) -> Path:

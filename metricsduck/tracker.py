@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -28,7 +28,7 @@ def _json_safe(value: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
-    if isinstance(value, datetime):
+    if isinstance(value, (date, datetime)):  # date_start/date_end are often dates
         return value.isoformat()
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return _json_safe(value.item())

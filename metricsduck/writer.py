@@ -128,6 +128,9 @@ def encode_metric(key: str, value: Any) -> tuple[str, float | None, str | None]:
         if math.isinf(number):
             return KIND_NUMBER, None, "inf" if number > 0 else "-inf"
         return KIND_NUMBER, number, None
+    if isinstance(value, (bytes, bytearray)):
+        raise InputError(f"metrics[{key!r}] has unsupported type {type(value).__name__}; "
+                         "use a number, bool, str or None")
     if isinstance(value, (list, tuple, set, frozenset, dict, Mapping)) or hasattr(value, "__len__"):
         raise InputError(
             f"metrics[{key!r}] is a {type(value).__name__}; metrics are scalars "
@@ -171,8 +174,14 @@ def _sample_values(name: str, values: Iterable[Any], limit: int, salt: str) -> t
 
     if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
         raise InputError(f"samples[{name!r}] must be a sequence of numbers, got {type(values).__name__}")
+    raw = values if hasattr(values, "__array__") else list(values)
     try:
-        array = np.asarray(list(values) if not hasattr(values, "__array__") else values, dtype=np.float64)
+        # numpy would quietly parse the string "2.5" as a number; samples must be numbers.
+        if getattr(raw, "dtype", np.dtype(object)).kind not in "biuf" and any(
+            isinstance(v, (str, bytes)) for v in np.asarray(raw, dtype=object).ravel()
+        ):
+            raise TypeError("a string among the sample values")
+        array = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(f"samples[{name!r}] holds a value that is not a number") from None
     if array.ndim != 1:

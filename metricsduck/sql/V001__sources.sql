@@ -2,10 +2,34 @@
 -- Needs facts_raw, samples_raw (bound by metricsduck to the sidecar Parquet files)
 -- and the settings table (filled from the YAML config).
 
--- setting('drift.psi_bins'): one numeric setting by name; views never hard-code thresholds.
-CREATE OR REPLACE MACRO setting(setting_key) AS (
-    SELECT value FROM settings WHERE key = setting_key
-);
+-- The numeric settings as one row (cross-joined by views as cfg), so that no view
+-- hard-codes a threshold the config owns. Booleans are true/false, counts BIGINT.
+CREATE OR REPLACE VIEW settings_wide AS
+SELECT
+    max(value) FILTER (WHERE key = 'baselines.previous_run') = 1 AS previous_run,
+    CAST(max(value) FILTER (WHERE key = 'baselines.rolling_window_k') AS BIGINT) AS rolling_window_k,
+    max(value) FILTER (WHERE key = 'baselines.last_good_run') = 1 AS last_good_run,
+    max(value) FILTER (WHERE key = 'baselines.last_good_uses_audit') = 1 AS last_good_uses_audit,
+    max(value) FILTER (WHERE key = 'drift.psi_threshold') AS psi_threshold,
+    max(value) FILTER (WHERE key = 'drift.psi_warn') AS psi_warn,
+    max(value) FILTER (WHERE key = 'drift.ks_threshold') AS ks_threshold,
+    max(value) FILTER (WHERE key = 'drift.ks_warn') AS ks_warn,
+    max(value) FILTER (WHERE key = 'drift.ks_alpha') AS ks_alpha,
+    CAST(max(value) FILTER (WHERE key = 'drift.psi_bins') AS BIGINT) AS psi_bins,
+    max(value) FILTER (WHERE key = 'drift.psi_epsilon') AS psi_epsilon,
+    max(value) FILTER (WHERE key = 'drift.tiers.relative.warn') AS relative_warn,
+    max(value) FILTER (WHERE key = 'drift.tiers.relative.alert') AS relative_alert,
+    max(value) FILTER (WHERE key = 'drift.tiers.absolute.warn') AS absolute_warn,
+    max(value) FILTER (WHERE key = 'drift.tiers.absolute.alert') AS absolute_alert,
+    max(value) FILTER (WHERE key = 'drift.tiers.critical_relative.warn') AS critical_relative_warn,
+    max(value) FILTER (WHERE key = 'drift.tiers.critical_relative.alert') AS critical_relative_alert,
+    max(value) FILTER (WHERE key = 'drift.tiers.critical_absolute.warn') AS critical_absolute_warn,
+    max(value) FILTER (WHERE key = 'drift.tiers.critical_absolute.alert') AS critical_absolute_alert,
+    CAST(max(value) FILTER (WHERE key = 'trend.window') AS BIGINT) AS trend_window,
+    CAST(max(value) FILTER (WHERE key = 'trend.min_runs') AS BIGINT) AS trend_min_runs,
+    max(value) FILTER (WHERE key = 'trend.min_r2') AS trend_min_r2,
+    max(value) FILTER (WHERE key = 'trend.min_rel_change') AS trend_min_rel_change
+FROM settings;
 
 -- One row per metric of each cohort-run (schema version 1). When two sidecars claim the
 -- same cohort-run (baseline_key, run_id), the one with the newest written_at wins

@@ -1,0 +1,26 @@
+# The two Quick-start commands: `make demo` and `make test`. Each sets up .venv itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO ?= demo-tree
+
+.PHONY: demo test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	rm -rf $(DEMO)
+	$(BIN)/metricsduck demo $(DEMO) --runs 8 --seed 0
+	$(BIN)/metricsduck init $(DEMO)
+	$(BIN)/metricsduck refresh $(DEMO)
+	$(BIN)/metricsduck drift $(DEMO) --run latest --tier ALERT --baseline previous_run
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO) *.egg-info

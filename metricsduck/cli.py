@@ -1,0 +1,278 @@
+"""The `metricsduck` command: parse options, call the library, render rows.
+
+Heavy libraries (duckdb, pyarrow, numpy) are imported inside commands so that
+`metricsduck --help` starts fast. Only this module turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import ExitCode, MetricsDuckError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 problems found, 2 usage, 3 config, 4 bad input, "
+    "5 SQL catalog, 6 file I/O, 70 internal error."
+)
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"metricsduck: error: {message}", err=True)
+    sys.exit(int(code))
+
+
+class Group(click.Group):
+    """Turns MetricsDuckError into one stderr line and its exit code (--debug: traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MetricsDuckError as exc:
+            if ctx.meta.get("metricsduck.debug"):
+                raise
+            fail(str(exc), exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: say so plainly, keep the traceback behind --debug
+            if ctx.meta.get("metricsduck.debug"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+                 ExitCode.INTERNAL)
+
+
+def output_options(func: Callable) -> Callable:
+    """The shared `--format` / `-o` options of every command that prints rows."""
+    func = click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+                        help="Write the rows to FILE instead of stdout.")(func)
+    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
+                        default="table", show_default=True, help="Output format.")(func)
+
+
+def config_option(func: Callable) -> Callable:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False),
+        help="YAML config (safety.telemetry: …). Default: ROOT/.metricsduck/config.yaml, "
+             "else the packaged defaults.")(func)
+
+
+ROOT = click.argument("root", type=click.Path(file_okay=False))
+
+
+def _config(root: str | None, config_path: str | None) -> Any:
+    from .config import resolve_config
+
+    return resolve_config(root, config_path)
+
+
+def _store(root: str, config_path: str | None) -> Any:
+    from .store import connect
+
+    return connect(root, _config(root, config_path))
+
+
+def with_store(func: Callable) -> Callable:
+    """Open the store for ROOT, pass it on as `store`, close it afterwards."""
+
+    @wraps(func)
+    def wrapper(root: str, config_path: str | None, **kwargs: Any) -> Any:
+        with _store(root, config_path) as store:
+            return func(store=store, **kwargs)
+
+    return config_option(wrapper)
+
+
+@click.group(cls=Group, no_args_is_help=True, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="metricsduck", prog_name="metricsduck")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """metricsduck: drift and trends of ML pipeline metrics, from sidecar Parquet files."""
+    ctx.meta["metricsduck.debug"] = debug
+
+
+@main.command()
+@ROOT
+@config_option
+@output_options
+def init(root: str, config_path: str | None, fmt: str, output: str | None) -> None:
+    """Persist the catalog as ROOT/.metricsduck/catalog.duckdb (and save --config beside it).
+
+    Afterwards `duckdb ROOT/.metricsduck/catalog.duckdb -c "select * from facts"` works
+    from any directory. Prints each SQL version with its state before and after.
+
+    Example: metricsduck init RESULTS --config safety.yaml
+    """
+    from .catalog import catalog_path, discover, migration_states, read_ledger
+    from .output import emit
+    from .store import init as init_catalog
+
+    before = migration_states(discover(), read_ledger(catalog_path(Path(root))))
+    path = init_catalog(Path(root), _config(root, config_path))
+    click.echo(f"metricsduck: catalog written to {path}", err=True)
+    emit(["sql_file", "before", "now"], [(m.label, state, "applied") for m, state in before], fmt, output)
+
+
+@main.command()
+@ROOT
+@with_store
+@output_options
+def status(store: Any, fmt: str, output: str | None) -> None:
+    """Show SQL versions (applied / pending / changed) and counts of runs, cohorts, sidecars.
+
+    Read-only: never creates or changes a file.
+
+    Example: metricsduck status RESULTS --format json
+    """
+    from .output import emit
+
+    emit(["section", "item", "value"], store.status(), fmt, output)
+
+
+@main.command()
+@ROOT
+@click.argument("query")
+@with_store
+@output_options
+def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
+    """Run QUERY against the views (facts, samples, cohort_runs, runs, …) and print the rows.
+
+    Example: metricsduck sql RESULTS "select run_id, count(*) from cohort_runs group by 1"
+    """
+    import duckdb
+
+    from .errors import InputError
+    from .output import emit_relation
+
+    try:
+        relation = store.sql(query)
+        if relation is None:
+            click.echo("metricsduck: statement ran; it returns no rows", err=True)
+            return
+        emit_relation(relation, fmt, output)
+    except duckdb.Error as exc:
+        raise InputError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+@main.command()
+@ROOT
+@click.option("--runs", default=8, show_default=True, type=click.IntRange(2, 365),
+              help="How many runs, a day apart.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the tree.")
+@config_option
+def demo(root: str, runs: int, seed: int, config_path: str | None) -> None:
+    """Write a realistic demo tree with known, injected drift into ROOT, and say where.
+
+    Example: metricsduck demo demo-tree --runs 8 --seed 0
+    """
+    from .demo import describe, write_demo
+    from .output import progress_reporter
+
+    injections = write_demo(Path(root), runs=runs, seed=seed, config=_config(None, config_path),
+                            progress=progress_reporter("demo"))
+    click.echo(f"Wrote {runs} runs to {root}. Injected:")
+    for line in describe(injections):
+        click.echo(f"  - {line}")
+
+
+@main.command()
+@ROOT
+@click.option("--run", "run_ids", multiple=True, help="Refresh this run (repeatable).")
+@click.option("--all", "all_runs", is_flag=True, help="Refresh every run.")
+@with_store
+@output_options
+def refresh(store: Any, run_ids: tuple[str, ...], all_runs: bool, fmt: str, output: str | None) -> None:
+    """Write drift files (telemetry_drift.parquet / .json) into each cohort directory.
+
+    By default refreshes every run whose drift file is missing or older than its inputs.
+    Files whose content would not change are not rewritten. Prints a summary; exits 6
+    if any file could not be written (each is named on stderr).
+
+    Example: metricsduck refresh RESULTS --run 2026-01-12_09-00-00_000000
+    """
+    from .output import emit, progress_reporter
+
+    if run_ids and all_runs:
+        raise click.UsageError("give --run or --all, not both")
+    summary = store.refresh(runs=run_ids or None, all_runs=all_runs,
+                            progress=progress_reporter("refresh"))
+    for path, reason in summary.failed:
+        click.echo(f"metricsduck: error: could not write {path}: {reason}", err=True)
+    emit(["item", "value"], summary.rows(), fmt, output)
+    if summary.failed:
+        sys.exit(int(ExitCode.IO))
+
+
+def filter_options(func: Callable) -> Callable:
+    """Filters shared by the query commands; values are bound as parameters, never pasted."""
+    for name, help_text in reversed((
+        ("stage", "Only this stage, e.g. TARGET_RANKING."),
+        ("view", "Only this view, e.g. CROSS_SECTIONAL."),
+        ("target", "Only this target."),
+        ("symbol", "Only this symbol."),
+    )):
+        func = click.option(f"--{name}", help=help_text)(func)
+    return click.option("--run", help="A run id, or 'latest'.")(func)
+
+
+# Columns of the table format; json and csv carry every column of the view.
+DRIFT_TABLE_COLUMNS = (
+    "run_id", "view", "target", "symbol", "baseline_kind", "baseline_run_id", "item_kind", "item",
+    "tier", "status", "current_value", "baseline_value", "rel_delta", "z", "psi", "ks_d", "ks_p",
+    "sanity_status",
+)
+
+
+@main.command()
+@ROOT
+@filter_options
+@click.option("--baseline", type=click.Choice(["previous_run", "rolling", "last_good_run"]),
+              help="Only this baseline kind.")
+@click.option("--tier", type=click.Choice(["OK", "WARN", "ALERT"]),
+              help="Only rows at least this bad (WARN shows WARN and ALERT).")
+@click.option("--item", type=click.Choice(["metric", "distribution"]), help="Only metrics or distributions.")
+@with_store
+@output_options
+def drift(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
+    """Show drift rows (worst first) against each baseline kind.
+
+    Example: metricsduck drift RESULTS --run latest --tier ALERT
+    """
+    from .output import emit_relation
+
+    relation = store.drift(**filters)
+    if fmt == "table":
+        relation = relation.select(*DRIFT_TABLE_COLUMNS)
+    emit_relation(relation, fmt, output)
+
+
+@main.command()
+@ROOT
+@click.argument("run_id")
+@click.option("--good/--bad", required=True, help="The verdict on RUN_ID.")
+@click.option("--reason", help="Why, kept with the mark.")
+@config_option
+@output_options
+def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: str | None,
+         fmt: str, output: str | None) -> None:
+    """Mark RUN_ID good or bad; last_good_run baselines follow the latest mark at once.
+
+    Marks are append-only files under ROOT/.metricsduck/marks/.
+
+    Example: metricsduck mark RESULTS demo_run_04 --bad --reason "vendor data outage"
+    """
+    from .errors import InputError
+    from .marks import write_mark
+    from .output import emit
+
+    with _store(root, config_path) as store:
+        known = {r[0] for r in store.sql("SELECT run_id FROM runs").fetchall()}
+    if run_id not in known:
+        raise InputError(f"run {run_id!r} is not in {root}; `metricsduck sql {root} "
+                         "\"select * from runs\"` lists the runs")
+    path = write_mark(Path(root), run_id, good, reason)
+    emit(["run_id", "good", "reason", "file"], [(run_id, good, reason, str(path))], fmt, output)

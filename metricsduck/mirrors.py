@@ -1,0 +1,72 @@
+"""JSON renderings of the artifacts: readable shapes of the Parquet rows, with schema ids.
+
+Renderers take plain row dicts and return JSON-ready documents; `files.json_bytes`
+serialises them canonically. No wall-clock time goes in: same rows, same bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
+TIERS = ("OK", "WARN", "ALERT")
+
+_IDENTITY = ("stage", "view", "target", "symbol", "baseline_key", "run_id", "run_started_at", "cohort_id")
+_METRIC_FIELDS = (
+    "kind", "status", "tier", "is_critical", "current_value", "baseline_value", "baseline_std",
+    "delta", "rel_delta", "rel_delta_status", "z", "current_text", "baseline_text",
+)
+_DISTRIBUTION_FIELDS = (
+    "status", "tier", "n", "m", "psi", "psi_critical", "psi_significant", "ks_d", "ks_p",
+    "psi_tier", "ks_tier",
+)
+
+
+def iso(value: Any) -> Any:
+    """ISO 8601 in UTC with a Z for datetimes; anything else unchanged."""
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def worst_tier(tiers: Iterable[str | None]) -> str | None:
+    ranked = [TIERS.index(t) for t in tiers if t in TIERS]
+    return TIERS[max(ranked)] if ranked else None
+
+
+def drift_mirror(rows: list[Mapping[str, Any]], fingerprints: Mapping[str, Any]) -> dict[str, Any]:
+    """The readable JSON of one cohort-run's drift rows (all baseline kinds and items)."""
+    first = rows[0]
+    baselines: dict[str, Any] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    distributions: dict[str, dict[str, Any]] = {}
+    counts = {kind: {tier: 0 for tier in TIERS} for kind in ("metric", "distribution")}
+    for row in rows:
+        kind = row["baseline_kind"]
+        baselines.setdefault(kind, {
+            "baseline_run_id": row["baseline_run_id"],
+            "baseline_runs": row["baseline_runs"],
+            "baseline_view": row["baseline_view"],
+            "current_view": row["current_view"],
+            "sanity_status": row["sanity_status"],
+            "fingerprint_diff": row["fingerprint_diff"].split(",") if row["fingerprint_diff"] else [],
+        })
+        if row["tier"] in TIERS:
+            counts[row["item_kind"]][row["tier"]] += 1
+        if row["item_kind"] == "metric":
+            metrics.setdefault(row["item"], {})[kind] = {f: row[f] for f in _METRIC_FIELDS}
+        else:
+            distributions.setdefault(row["item"], {})[kind] = {f: row[f] for f in _DISTRIBUTION_FIELDS}
+    return {
+        "schema": DRIFT_SCHEMA_ID,
+        "identity": {key: iso(first[key]) for key in _IDENTITY},
+        "fingerprints": dict(fingerprints),
+        "baselines": baselines,
+        "summary": {
+            "worst_tier": worst_tier(row["tier"] for row in rows),
+            "tier_counts": counts,
+        },
+        "metrics": metrics,
+        "distributions": distributions,
+    }

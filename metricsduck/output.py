@@ -1,0 +1,109 @@
+"""The one renderer of rows for the CLI: table, JSON or CSV, to stdout or a file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+FORMATS = ("table", "json", "csv")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: ISO timestamps, finite floats, None for NaN."""
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _cell(value: Any) -> str:
+    """A table cell: short floats, empty for NULL."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    value = _plain(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
+    """Rows as text in `fmt`. Zero rows still print a header / `[]`, never nothing."""
+    if fmt == "json":
+        records = [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]
+        return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if v is None else _plain(v) for v in row])
+        return buffer.getvalue()
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
+                                  for r in rows if r[i] is not None) for i in range(len(columns))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
+    return "\n".join(out) + "\n"
+
+
+def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, output: str | None) -> None:
+    """Render and write to stdout, or atomically to `output`."""
+    text = render(columns, rows, fmt)
+    if output:
+        from .files import write_atomic
+
+        write_atomic(Path(output), text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+
+
+def emit_relation(relation: Any, fmt: str, output: str | None) -> None:
+    """Render a DuckDB relation (all of it) like any other rows."""
+    emit(relation.columns, relation.fetchall(), fmt, output)
+
+
+def progress_reporter(label: str) -> Callable[[int, int], None]:
+    """A `(done, total)` callback: a bar on a terminal, a few quiet lines otherwise."""
+    tty = sys.stderr.isatty()
+    state = {"last": -1}
+
+    def report(done: int, total: int) -> None:
+        if total <= 0:
+            return
+        if tty:
+            width = 30
+            filled = width * done // total
+            sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+            return
+        decile = 10 * done // total
+        if decile != state["last"] and (decile % 5 == 0 or done >= total):
+            state["last"] = decile
+            sys.stderr.write(f"metricsduck: {label}: {done}/{total}\n")
+
+    return report

@@ -1,0 +1,252 @@
+"""The `metricsduck` command: exit codes, exact output, read-only queries, import hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from metricsduck.cli import main
+from metricsduck.writer import write_cohort_metrics
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+
+
+def write_run(root: Path, index: int, score: float, *, good: bool | None = True) -> None:
+    """One run of two cross-sectional targets, written straight through the writer."""
+    for target in ("t_a", "t_b"):
+        folder = (root / f"run_{index}" / "REPRODUCIBILITY" / "TARGET_RANKING" / "CROSS_SECTIONAL"
+                  / target / "cohort=c1")
+        write_cohort_metrics(
+            folder, run_id=f"run_{index}", run_started_at=START + timedelta(days=index),
+            written_at=START + timedelta(days=index, hours=1),
+            stage="TARGET_RANKING", view="CROSS_SECTIONAL", target=target,
+            metrics={"mean_score": score, "task_type": "binary"}, good=good,
+            samples={"oof": [0.1 * (i % 10) + score for i in range(50)]},
+        )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    write_run(root, 1, 0.60)
+    write_run(root, 2, 0.61, good=False)
+    write_run(root, 3, 0.40)
+    return root
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run(runner: CliRunner, *args: str) -> "click.testing.Result":  # noqa: F821
+    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_help_lists_every_command_and_each_has_an_example(runner: CliRunner) -> None:
+    result = run(runner, "--help")
+    assert result.exit_code == 0
+    for name, command in main.commands.items():
+        assert name in result.output
+        assert command.help and "Example: metricsduck " + name in command.help
+
+
+def test_every_command_appears_in_the_readme() -> None:
+    text = README.read_text("utf-8")
+    for name in main.commands:
+        assert re.search(rf"metricsduck {name}\b", text), f"README does not show `metricsduck {name}`"
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys\n"
+        "from metricsduck.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('heavy=' + ','.join(m for m in ('duckdb', 'pyarrow', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "heavy="
+
+
+def test_version(runner: CliRunner) -> None:
+    result = run(runner, "--version")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"metricsduck, version \d+\.\d+\.\d+\n", result.output)
+
+
+def test_status_on_an_empty_folder_is_exact_and_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    result = run(runner, "status", root, "--format", "csv")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == "section,item,value"
+    assert lines[1] == f"tree,root,{root.resolve()}"
+    assert "catalog,persisted,no (run `metricsduck init`)" in lines
+    assert "sql,V001__sources.sql,pending" in lines
+    assert lines[-6:] == ["data,metric sidecars,0", "data,sample sidecars,0", "data,runs,0",
+                          "data,cohort-runs,0", "data,baseline keys,0", "data,fact rows,0"]
+    assert files_under(root) == []
+
+
+def test_init_persists_a_catalog_usable_from_any_directory(
+        runner: CliRunner, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run(runner, "init", tree, "--format", "csv")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == "sql_file,before,now"
+    assert "V001__sources.sql,pending,applied" in result.stdout.splitlines()
+    assert result.stderr == f"metricsduck: catalog written to {tree / '.metricsduck' / 'catalog.duckdb'}\n"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    con = duckdb.connect(str(tree / ".metricsduck" / "catalog.duckdb"), read_only=True)
+    assert con.sql("select count(*) from facts").fetchall() == [(12,)]
+    assert con.sql("select count(*) from drift where tier = 'ALERT'").fetchall()[0][0] > 0
+    con.close()
+    again = run(runner, "init", tree, "--format", "csv")
+    assert "V001__sources.sql,applied,applied" in again.stdout.splitlines()
+
+
+def test_sql_prints_rows_in_each_format(runner: CliRunner, tree: Path) -> None:
+    query = "select run_id, count(*) as n from cohort_runs group by run_id order by run_id"
+    as_json = run(runner, "sql", tree, query, "--format", "json")
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.output) == [{"run_id": f"run_{i}", "n": 2} for i in (1, 2, 3)]
+    as_csv = run(runner, "sql", tree, query, "--format", "csv")
+    assert as_csv.output == "run_id,n\nrun_1,2\nrun_2,2\nrun_3,2\n"
+    as_table = run(runner, "sql", tree, query)
+    assert as_table.output == "run_id  n\n------  -\nrun_1   2\nrun_2   2\nrun_3   2\n"
+
+
+def test_zero_rows_still_print_a_header_or_empty_list(runner: CliRunner, tree: Path) -> None:
+    query = "select run_id from runs where false"
+    assert run(runner, "sql", tree, query, "--format", "json").output == "[]\n"
+    assert run(runner, "sql", tree, query, "--format", "csv").output == "run_id\n"
+    assert run(runner, "sql", tree, query).output == "run_id\n------\n"
+
+
+def test_bad_query_is_one_line_on_stderr_with_exit_4(tree: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["sql", str(tree), "select * from nope"])
+    assert result.exit_code == 4
+    assert result.stdout == ""
+    assert re.fullmatch(r"metricsduck: error: query failed: .*nope.*\n", result.stderr)
+
+
+def test_missing_config_file_exits_3_and_writes_nothing(tree: Path) -> None:
+    before = files_under(tree)
+    result = CliRunner().invoke(main, ["init", str(tree), "--config", str(tree / "none.yaml")])
+    assert result.exit_code == 3
+    assert result.stderr.startswith("metricsduck: error: ") and "none.yaml" in result.stderr
+    assert files_under(tree) == before
+
+
+def test_debug_shows_the_traceback(tree: Path) -> None:
+    result = CliRunner().invoke(main, ["--debug", "init", str(tree), "--config", str(tree / "x.yaml")])
+    assert result.exit_code != 0
+    assert result.exception is not None and type(result.exception).__name__ == "ConfigError"
+
+
+def test_output_file_option_writes_the_rows(runner: CliRunner, tree: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    result = run(runner, "sql", tree, "select 1 as one", "--format", "json", "-o", target)
+    assert result.output == ""
+    assert json.loads(target.read_text()) == [{"one": 1}]
+
+
+def test_drift_filters_are_bound_not_pasted(runner: CliRunner, tree: Path) -> None:
+    hostile = run(runner, "drift", tree, "--target", "x' OR 1=1 --", "--format", "json")
+    assert hostile.exit_code == 0
+    assert json.loads(hostile.output) == []
+    real = json.loads(run(runner, "drift", tree, "--target", "t_a", "--format", "json").output)
+    assert real and {row["target"] for row in real} == {"t_a"}
+
+
+def test_drift_latest_alerts_name_the_collapse(runner: CliRunner, tree: Path) -> None:
+    result = run(runner, "drift", tree, "--run", "latest", "--tier", "ALERT", "--item", "metric",
+                 "--baseline", "previous_run", "--format", "json")
+    rows = json.loads(result.output)
+    assert {(r["target"], r["item"], r["baseline_run_id"]) for r in rows} == {
+        ("t_a", "mean_score", "run_2"), ("t_b", "mean_score", "run_2")}
+    assert all(r["current_value"] == 0.40 and r["baseline_value"] == 0.61 for r in rows)
+
+
+def test_mark_changes_the_last_good_baseline_at_once(runner: CliRunner, tree: Path) -> None:
+    def last_good() -> set[str]:
+        rows = json.loads(run(runner, "drift", tree, "--run", "run_3", "--baseline", "last_good_run",
+                              "--format", "json").output)
+        return {r["baseline_run_id"] for r in rows}
+
+    assert last_good() == {"run_1"}  # run_2 has good = false
+    marked = run(runner, "mark", tree, "run_2", "--good", "--reason", "re-checked", "--format", "csv")
+    assert marked.exit_code == 0
+    assert marked.output.splitlines()[1].startswith("run_2,True,re-checked,")
+    assert last_good() == {"run_2"}
+    run(runner, "mark", tree, "run_2", "--bad")
+    assert last_good() == {"run_1"}
+
+
+def test_mark_of_an_unknown_run_exits_4_and_writes_nothing(tree: Path) -> None:
+    before = files_under(tree)
+    result = CliRunner().invoke(main, ["mark", str(tree), "run_9", "--bad"])
+    assert result.exit_code == 4
+    assert "run 'run_9' is not in" in result.stderr
+    assert files_under(tree) == before
+
+
+def test_refresh_writes_drift_files_then_nothing(runner: CliRunner, tree: Path) -> None:
+    first = run(runner, "refresh", tree, "--format", "csv")
+    assert first.exit_code == 0
+    assert "runs refreshed,3" in first.output and "files written,12" in first.output
+    drift_files = sorted(tree.rglob("telemetry_drift.*"))
+    assert len(drift_files) == 12
+    stamps = {p: p.stat().st_mtime_ns for p in drift_files}
+    second = run(runner, "refresh", tree, "--format", "csv")
+    assert "runs refreshed,0" in second.output and "files written,0" in second.output
+    forced = run(runner, "refresh", tree, "--all", "--format", "csv")
+    assert "files written,0" in forced.output and "files unchanged,12" in forced.output
+    assert {p: p.stat().st_mtime_ns for p in drift_files} == stamps
+
+
+def test_refresh_of_an_unknown_run_exits_4(tree: Path) -> None:
+    result = CliRunner().invoke(main, ["refresh", str(tree), "--run", "nope"])
+    assert result.exit_code == 4
+    assert "run 'nope' is not in" in result.stderr
+
+
+def test_refresh_reports_files_it_cannot_write_and_keeps_going(tree: Path) -> None:
+    blocked = next(tree.rglob("run_3/**/t_a/cohort=c1"))
+    (blocked / "telemetry_drift.parquet").mkdir()  # a folder where the file should go
+    result = CliRunner().invoke(main, ["refresh", str(tree), "--format", "csv"])
+    assert result.exit_code == 6
+    assert "files failed,1" in result.stdout and "files written,11" in result.stdout
+    assert "could not write" in result.stderr and str(blocked) in result.stderr
+
+
+def test_exit_codes_are_documented_in_help_and_readme(runner: CliRunner) -> None:
+    from metricsduck.errors import ExitCode
+
+    text = README.read_text("utf-8")
+    for code in ExitCode:
+        assert f"| {int(code)} |" in text, f"exit code {int(code)} is not in the README table"
+
+
+def test_metricsduck_console_script_is_installed() -> None:
+    exe = Path(sys.executable).with_name("metricsduck")
+    assert exe.exists()
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 0 and "Usage: metricsduck" in out.stdout
