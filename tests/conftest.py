@@ -57,3 +57,16 @@ def sql_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     shutil.copy(packaged_sql_dir() / "V001__sources.sql", folder / "V001__sources.sql")
     return folder
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory):
+    """A refreshed six-run demo tree (every injection present) and its open store."""
+    import metricsduck
+    from metricsduck.demo import write_demo
+
+    root = tmp_path_factory.mktemp("demo_refreshed")
+    injections = write_demo(root, runs=6, seed=0)
+    with metricsduck.connect(root) as store:
+        summary = store.refresh()
+        yield store, injections, summary

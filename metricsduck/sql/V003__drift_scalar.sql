@@ -24,12 +24,14 @@ CREATE OR REPLACE MACRO tier_rank(tier) AS
 -- baseline_value is their mean, baseline_std their sample std, baseline_n how many values
 -- were pooled; z is set for rolling when n >= 2 and std > 0.
 CREATE OR REPLACE VIEW drift_scalar AS
+-- Float aggregates carry ORDER BY so that they sum in one fixed order: parallel
+-- aggregation would otherwise change the last bits from one query to the next.
 WITH baseline_values AS (
     SELECT
         bl.baseline_key, bl.run_id, bl.baseline_kind, f.metric,
         arg_max(f.kind, bl.baseline_ordinal) AS kind,
-        avg(f.value) AS value,
-        stddev_samp(f.value) AS std,
+        avg(f.value ORDER BY bl.baseline_ordinal) AS value,
+        stddev_samp(f.value ORDER BY bl.baseline_ordinal) AS std,
         count(f.value) AS n,
         arg_max_null(f.value_text, bl.baseline_ordinal) AS value_text
     FROM baselines AS bl

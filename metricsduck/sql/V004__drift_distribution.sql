@@ -171,7 +171,7 @@ WITH sized AS (
 psi AS (
     SELECT
         baseline_key, run_id, baseline_kind, distribution,
-        sum(contribution) AS psi,
+        sum(contribution ORDER BY bin) AS psi,  -- fixed order: same bits every time
         count(*) AS bins
     FROM psi_bins
     GROUP BY baseline_key, run_id, baseline_kind, distribution
@@ -225,7 +225,8 @@ ks_p AS (
             WHEN any_value(k.lambda) < 0.2 THEN 1.0
             ELSE least(greatest(
                 2 * sum(CASE WHEN j.generate_series % 2 = 1 THEN 1 ELSE -1 END
-                        * exp(-2 * j.generate_series * j.generate_series * k.lambda * k.lambda)),
+                        * exp(-2 * j.generate_series * j.generate_series * k.lambda * k.lambda)
+                        ORDER BY j.generate_series),
                 0.0), 1.0)
         END AS ks_p
     FROM ks_lambda AS k, generate_series(1, 100) AS j
