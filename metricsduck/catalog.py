@@ -146,6 +146,39 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+PLACEHOLDER_DIR = "empty"
+
+
+def _sources(root: Path, config: Config) -> list[tuple[str, str, Any, Path]]:
+    """`(view, glob, schema, placeholder)` of each logical source table under `root`."""
+    from .marks import MARKS_DIR, marks_glob, marks_schema
+    from .writer import metrics_schema, samples_schema
+
+    root = root.resolve()
+    metrics, samples = (sidecar_name(config.prefix, a, "parquet") for a in ("metrics", "samples"))
+    empty = root / CACHE_DIR / PLACEHOLDER_DIR
+    return [
+        ("facts_raw", f"{root}/**/{metrics}", metrics_schema(), empty / metrics),
+        ("samples_raw", f"{root}/**/{samples}", samples_schema(), empty / samples),
+        ("marks_raw", marks_glob(root), marks_schema(), root / CACHE_DIR / MARKS_DIR / "empty.parquet"),
+    ]
+
+
+def write_placeholders(root: Path, config: Config) -> None:
+    """Zero-row files that keep every source glob non-empty.
+
+    The persisted catalog's views read the live glob, and DuckDB rejects a glob that
+    matches nothing; with these, a catalog made on an empty tree sees sidecars and marks
+    written later. They hold no rows, so they change no result.
+    """
+    import pyarrow as pa
+
+    from .files import parquet_bytes, write_atomic
+
+    for _, _, schema, placeholder in _sources(root, config):
+        write_atomic(placeholder, parquet_bytes(pa.Table.from_pylist([], schema=schema)))
+
+
 def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False) -> None:
     """Create `facts_raw`, `samples_raw` and `marks_raw` over the files under `root`.
 
@@ -155,15 +188,7 @@ def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False
     times (drift does) then scans the files once instead of once per reference. Without
     it they are live views that see new files on every query (the persisted catalog).
     """
-    from .marks import marks_glob, marks_schema
-    from .writer import metrics_schema, samples_schema
-
-    root = root.resolve()
-    for view, pattern, schema in (
-        ("facts_raw", f"{root}/**/{sidecar_name(config.prefix, 'metrics', 'parquet')}", metrics_schema()),
-        ("samples_raw", f"{root}/**/{sidecar_name(config.prefix, 'samples', 'parquet')}", samples_schema()),
-        ("marks_raw", marks_glob(root), marks_schema()),
-    ):
+    for view, pattern, schema, _ in _sources(root, config):
         body = _typed_empty(schema)
         if con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0]:
             body += (
@@ -272,7 +297,7 @@ def init_catalog(root: Path, config: Config, *, sql_dir: Path | None = None) -> 
     migrations = discover(sql_dir)
     check_unchanged(migrations, ledger, path)
     states = migration_states(migrations, ledger)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    write_placeholders(root, config)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)

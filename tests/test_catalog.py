@@ -221,7 +221,9 @@ def test_the_persisted_catalog_answers_from_any_directory(tmp_path, sql_dir, mon
 
     assert rows == [("r1", "mean_score", 0.75), ("r1", "n_models", 3.0)]
     assert settings["drift.psi_bins"] == 10.0
-    assert sorted(os.listdir(root / ".metricsduck")) == ["catalog.duckdb"]  # no temp files left
+    # no temp files left: only the catalog and the zero-row placeholders of the globs
+    assert sorted(os.listdir(root / ".metricsduck")) == ["catalog.duckdb", "empty", "marks"]
+    assert sorted(os.listdir(root / ".metricsduck" / "marks")) == ["empty.parquet"]
 
 
 def test_init_saves_a_user_config_beside_the_catalog(tmp_path, sql_dir, open_store, make_config):

@@ -250,3 +250,20 @@ def test_metricsduck_console_script_is_installed() -> None:
     assert exe.exists()
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env={**os.environ})
     assert out.returncode == 0 and "Usage: metricsduck" in out.stdout
+
+
+def test_catalog_made_on_an_empty_tree_sees_sidecars_and_marks_written_later(
+        runner: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "later"
+    assert run(runner, "init", root).exit_code == 0
+    catalog = str(root / ".metricsduck" / "catalog.duckdb")
+    con = duckdb.connect(catalog, read_only=True)
+    assert con.sql("select count(*) from facts").fetchall() == [(0,)]
+    con.close()
+    write_run(root, 1, 0.5)
+    write_run(root, 2, 0.5)
+    assert run(runner, "mark", root, "run_1", "--bad").exit_code == 0
+    con = duckdb.connect(catalog, read_only=True)
+    assert con.sql("select count(*) from facts").fetchall() == [(8,)]
+    assert con.sql("select run_id, good from marks").fetchall() == [("run_1", False)]
+    con.close()

@@ -11,6 +11,7 @@ baselines pooling several runs. Stores are module-scoped because connecting cost
 from __future__ import annotations
 
 import math
+import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -74,6 +75,18 @@ def psi_oracle(cur: np.ndarray, base: np.ndarray, bins: int, eps: float) -> dict
         "cur_share": cur_share, "base_share": base_share, "contribution": contribution,
         "psi": math.fsum(contribution), "bins": nbins,
     }
+
+
+def ks_statistic(cur, base) -> float:
+    """scipy.stats.ks_2samp(cur, base).statistic.
+
+    For some sizes scipy's exact p-value fails and it warns that it switches to the
+    asymptotic one; only its p-value is affected (the statistic is still h/lcm(n, m)),
+    and the p-value DESIGN §5 asks for is a different formula anyway.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
+        return float(scipy.stats.ks_2samp(cur, base).statistic)
 
 
 def ks_p_oracle(d: float, n: int, m: int) -> float:
@@ -146,7 +159,7 @@ def expected_rows(tree: dict, cfg: dict) -> dict:
                         row["status"] = "NO_DATA"
                     else:
                         psi = psi_oracle(cur, base, cfg["psi_bins"], cfg["psi_epsilon"])
-                        d = float(scipy.stats.ks_2samp(cur, base).statistic)
+                        d = ks_statistic(cur, base)
                         p = ks_p_oracle(d, cur.size, base.size)
                         critical = chi2_95_wilson_hilferty(psi["bins"] - 1) * (1 / cur.size + 1 / base.size)
                         row.update(status="COMPARED", psi=psi, ks_d=d, ks_p=p, psi_critical=critical,
@@ -238,6 +251,18 @@ PINNED = {
     "pin_psi_ln2": (np.repeat([0.0, 1.0, 2.0], [3, 4, 3]), np.repeat([0.0, 1.0, 2.0], [2, 4, 4])),
     "pin_ks_half": (np.array([3.0, 4, 5, 6, 7, 8]), np.array([1.0, 2, 3, 4, 5])),
     "pin_ks_quarter": (np.array([1.0, 2, 2, 3]), np.array([1.0, 1, 2, 2])),
+    # KS tier boundaries: D exactly at ks_threshold (50 of 500 values shifted out: D = 0.1,
+    # p ~ 0.01 < alpha) is ALERT; exactly at ks_warn (75 of 1500: D = 0.05, p ~ 0.02) is
+    # WARN (p from the KS formula; PSI is checked by the generic oracle test).
+    "ks_at_threshold": (np.arange(500.0), np.arange(500.0) + 50),
+    "ks_at_warn": (np.arange(1500.0), np.arange(1500.0) + 75),
+    # D is exactly 0.1 only where F_cur = 1 and F_base = 0.9 (current: 0..448 and 51 copies
+    # of 449): in floats 1 - 0.9 = 0.09999999999999998, which would drop KS below its ALERT
+    # threshold; scipy's exact D (an integer over n*m) is 0.1.
+    "ks_exact_tenth": (np.arange(500.0), np.concatenate([np.arange(449.0), np.full(51, 449.0)])),
+    # n = m = 20, D = 1/20: lambda = (sqrt(10) + .12 + .11/sqrt(10)) / 20 ~ 0.166 < 0.2, so
+    # p is exactly 1 (the series alone would give 0.9999999999999998).
+    "ks_p_clamped": (np.arange(20.0), np.arange(20.0) + 1),
 }
 LN3_TENTH = 0.10986122886681
 LN2_TENTH = 0.0693147181
@@ -282,7 +307,7 @@ def default_tree(tmp_path_factory):
     root = tmp / "RESULTS"
     tree: dict = {}
     build_random_targets(root, tree, seeds=range(6), runs=5, big_seeds=(0, 1))
-    build_pinned(root, tree, ["pin_psi_ln3", "pin_psi_ln2", "pin_ks_half", "pin_ks_quarter"])
+    build_pinned(root, tree, list(PINNED))
     build_no_data(root, tree)
     build_subsampled(root, tree, tmp)
     store = metricsduck.connect(root)
@@ -372,7 +397,11 @@ def check_distribution_rows(snap: Snapshot) -> None:
         assert row["psi"] == pytest.approx(exp["psi"]["psi"], rel=1e-12, abs=1e-15), key
         assert row["psi_bins"] == exp["psi"]["bins"], key
         assert abs(row["ks_d"] - exp["ks_d"]) <= 1e-12, key
+        if max(exp["n"], exp["m"]) <= 10000:  # scipy's exact mode: D = h/lcm(n, m), rounded once
+            assert row["ks_d"] == exp["ks_d"], key
         assert row["ks_p"] == pytest.approx(exp["ks_p"], rel=1e-12, abs=1e-14), key
+        if exp["ks_p"] == 1.0:  # lambda < 0.2 is exactly 1, not the series' 1 - 1e-13
+            assert row["ks_p"] == 1.0, key
         assert row["psi_critical"] == pytest.approx(exp["psi_critical"], rel=1e-12), key
         assert row["psi_significant"] == (exp["psi"]["psi"] > exp["psi_critical"]), key
         assert (row["psi_tier"], row["ks_tier"], row["tier"]) == (exp["psi_tier"], exp["ks_tier"], exp["tier"]), key
@@ -463,7 +492,7 @@ def test_subsampled_distributions_are_compared_on_the_stored_values(default_tree
     assert [(r["n"], r["m"]) for r in rows] == [(200, 200), (200, 400), (200, 200)]
     runs = default_tree.tree["subsampled"]
     pooled = np.concatenate([runs[0]["samples"]["x"], runs[1]["samples"]["x"]])
-    assert abs(rows[1]["ks_d"] - scipy.stats.ks_2samp(runs[2]["samples"]["x"], pooled).statistic) <= 1e-12
+    assert abs(rows[1]["ks_d"] - ks_statistic(runs[2]["samples"]["x"], pooled)) <= 1e-12
 
 
 # --- pinned known values (issue 3) ----------------------------------------------------------------
@@ -507,8 +536,23 @@ def test_ks_pinned_values(default_tree):
     # n=m=4: lambda = (sqrt(2) + .12 + .11/sqrt(2)) * .25 ~ 0.40, p ~ 0.997.
     assert quarter["ks_p"] == pytest.approx(ks_p_oracle(0.25, 4, 4), rel=1e-12)
     assert quarter["ks_p"] == pytest.approx(scipy.special.kolmogorov(0.402998827), rel=1e-6)
+    clamped = default_tree.row("ks_p_clamped")
+    assert (clamped["ks_d"], clamped["ks_p"]) == (0.05, 1.0)
     # Too few values to be significant: D is large but p >= alpha, so KS stays OK.
     assert half["ks_tier"] == "OK" and quarter["ks_tier"] == "OK"
+
+
+def test_ks_tiers_include_their_boundaries(default_tree):
+    # D >= ks_threshold (with p < alpha) is ALERT, D >= ks_warn WARN: equality counts.
+    at_threshold, at_warn = default_tree.row("ks_at_threshold"), default_tree.row("ks_at_warn")
+    assert at_threshold["ks_d"] == 0.1 and at_threshold["ks_p"] < 0.05
+    assert at_threshold["ks_tier"] == "ALERT"
+    assert at_warn["ks_d"] == 0.05 and at_warn["ks_p"] < 0.05
+    assert at_warn["ks_tier"] == "WARN"
+    exact = default_tree.row("ks_exact_tenth")
+    base, cur = PINNED["ks_exact_tenth"]
+    assert exact["ks_d"] == ks_statistic(cur, base) == 0.1
+    assert exact["ks_p"] < 0.05 and exact["ks_tier"] == "ALERT"
 
 
 # --- NO_DATA ------------------------------------------------------------------------------------
@@ -607,6 +651,7 @@ def test_psi_and_ks_agree_with_the_oracles_on_arbitrary_lists(property_store, ba
     bins = fetch(store, PROPERTY_BINS)
     assert [r["current_count"] for r in bins] == psi["cur_counts"].tolist()
     assert [r["baseline_count"] for r in bins] == psi["base_counts"].tolist()
-    d = scipy.stats.ks_2samp(c, b).statistic
+    d = ks_statistic(c, b)
     assert abs(row["ks_d"] - d) <= 1e-12
+    assert row["ks_d"] == d            # both are the exact n*m-th, rounded once
     assert row["ks_p"] == pytest.approx(ks_p_oracle(d, c.size, b.size), rel=1e-12, abs=1e-14)

@@ -99,6 +99,7 @@ WHERE (k.baseline_kind <> 'previous_run' OR cfg.previous_run)
 CREATE OR REPLACE VIEW baseline_summary AS
 SELECT
     baseline_key, run_id, baseline_kind,
+    row_number() OVER (ORDER BY baseline_key, run_id, baseline_kind) AS pair_id,
     CASE WHEN baseline_kind <> 'rolling' THEN any_value(baseline_run_id) END AS baseline_run_id,
     count(*) AS baseline_runs,
     min(baseline_run_id) AS first_baseline_run_id,

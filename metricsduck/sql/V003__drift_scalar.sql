@@ -133,7 +133,15 @@ tiered AS (
             WHEN status = 'NEW' THEN 'OK'
             WHEN status = 'MISSING' THEN 'WARN'
             WHEN status = 'KIND_CHANGED' THEN CASE WHEN is_critical THEN 'ALERT' ELSE 'WARN' END
-            WHEN status = 'NON_FINITE' OR kind = 'text' THEN
+            -- text is compared by its text alone: a rolling window that still holds the
+            -- metric's older numeric values must not make an unchanged text look changed
+            WHEN kind = 'text' THEN
+                CASE
+                    WHEN current_text IS NOT DISTINCT FROM baseline_text THEN 'OK'
+                    WHEN is_critical THEN 'ALERT'
+                    ELSE 'WARN'
+                END
+            WHEN status = 'NON_FINITE' THEN
                 CASE
                     WHEN current_value IS NOT DISTINCT FROM baseline_value
                      AND current_text IS NOT DISTINCT FROM baseline_text THEN 'OK'
