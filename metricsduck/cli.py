@@ -250,6 +250,36 @@ def drift(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
     emit_relation(relation, fmt, output)
 
 
+TREND_TABLE_COLUMNS = (
+    "run_id", "view", "target", "symbol", "metric", "n_runs", "direction", "slope",
+    "slope_per_day", "r2", "theil_sen_slope", "first_value", "last_value", "mean",
+)
+
+
+@main.command()
+@ROOT
+@filter_options
+@click.option("--metric", help="Only this metric.")
+@click.option("--direction", type=click.Choice(["increasing", "decreasing", "flat"]),
+              help="Only trends going this way.")
+@with_store
+@output_options
+def trend(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
+    """Show metric trends over the last trend.window runs of each baseline key.
+
+    A trend exists once trend.min_runs runs have the metric. Without --run, every run's
+    trend as of that run is listed, newest first.
+
+    Example: metricsduck trend RESULTS --run latest --direction decreasing
+    """
+    from .output import emit_relation
+
+    relation = store.trends(**filters)
+    if fmt == "table":
+        relation = relation.select(*TREND_TABLE_COLUMNS)
+    emit_relation(relation, fmt, output)
+
+
 @main.command()
 @ROOT
 @click.argument("run_id")

@@ -13,6 +13,7 @@ from .errors import InputError
 
 TIERS = ("OK", "WARN", "ALERT")
 BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
+DIRECTIONS = ("increasing", "decreasing", "flat")
 
 
 def check_choice(name: str, value: str | None, choices: Sequence[str]) -> None:
@@ -72,6 +73,22 @@ class Store:
             tier=tier, run=run,
             order="tier_rank DESC NULLS LAST, run_started_at DESC, baseline_key, baseline_kind, "
                   "item_kind, item",
+        )
+
+    def trends(self, *, stage: str | None = None, view: str | None = None,
+               target: str | None = None, symbol: str | None = None, metric: str | None = None,
+               direction: str | None = None, run: str | None = None) -> Any:
+        """Rows of the `trends` view matching the filters (a DuckDB relation).
+
+        `run` is a run id, 'latest' (the newest run) or None (the trend as of every run).
+        """
+        check_choice("direction", direction, DIRECTIONS)
+        return self._filtered(
+            "trends",
+            {"stage": stage, "view": view, "target": target, "symbol": symbol, "metric": metric,
+             "direction": direction},
+            tier=None, run=run,
+            order="run_started_at DESC, direction = 'flat', baseline_key, metric",
         )
 
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,

@@ -16,17 +16,20 @@ JOIN baseline_summary AS p
     ON p.baseline_key = b.baseline_key AND p.run_id = b.run_id AND p.baseline_kind = b.baseline_kind
 JOIN samples AS s ON s.baseline_key = b.baseline_key AND s.run_id = b.baseline_run_id;
 
--- Internal: the PSI bins and the KS statistic of every compared distribution, from one
--- sorted walk over its values and edges. Edges are the distinct linear quantiles of the
--- baseline at i/B, i = 1..B-1 (B = drift.psi_bins), computed exactly as numpy's default
--- np.quantile does. Bins are right-closed and open at both ends: a value's bin is the
--- number of edges below it (an edge equal to a value sorts after it). The same walk
--- counts each side's values up to every distinct value, which gives the ECDFs for KS.
--- One row per cohort-run x baseline kind x distribution x bin; only where both sides
--- have finite values.
-CREATE OR REPLACE VIEW distribution_bins AS
+-- two_sample_bins(source): the PSI bins and the KS statistic of every comparison in a
+-- relation named by `source` with columns pair_id, distribution, side ('current' or
+-- 'baseline') and value (NULL values are skipped), from one sorted walk over the values
+-- and the edges. Edges are the distinct linear quantiles of the baseline at i/B,
+-- i = 1..B-1 (B = drift.psi_bins), computed exactly as numpy's default np.quantile does.
+-- Bins are right-closed and open at both ends: a value's bin is the number of edges
+-- below it (an edge equal to a value sorts after it). The same walk counts each side's
+-- values up to every distinct value: the ECDFs for KS. One row per pair_id x
+-- distribution x bin, only where both sides have values; shares are count / n (m), and
+-- contribution = (p_cur - p_base) * ln(p_cur / p_base) with both shares floored at
+-- drift.psi_epsilon (not renormalised). Drift and population drift both use it.
+CREATE OR REPLACE MACRO two_sample_bins(source) AS TABLE
 WITH finite AS (
-    SELECT pair_id, distribution, side, value FROM distribution_values WHERE value IS NOT NULL
+    SELECT pair_id, distribution, side, value FROM query_table(source) WHERE value IS NOT NULL
 ),
 sizes AS (
     SELECT
@@ -155,15 +158,11 @@ shares AS (
         ON c.pair_id = bins.pair_id AND c.distribution = bins.distribution AND c.bin = bins.bin
 )
 SELECT
-    p.baseline_key, p.run_id, p.baseline_kind, sh.distribution, sh.n, sh.m, sh.ks_d,
-    sh.bin, sh.lower_edge, sh.upper_edge, sh.baseline_count, sh.current_count,
-    sh.baseline_share, sh.current_share,
+    sh.*,
     (greatest(sh.current_share, cfg.psi_epsilon) - greatest(sh.baseline_share, cfg.psi_epsilon))
     * ln(greatest(sh.current_share, cfg.psi_epsilon) / greatest(sh.baseline_share, cfg.psi_epsilon))
         AS contribution
-FROM shares AS sh
-JOIN baseline_summary AS p ON p.pair_id = sh.pair_id
-CROSS JOIN settings_wide AS cfg;
+FROM shares AS sh, settings_wide AS cfg;
 
 -- PSI bins behind every PSI: bin index, lower_edge (NULL for the first bin) and
 -- upper_edge (NULL for the last), each side's count and share (count / n, m), and the
@@ -171,63 +170,41 @@ CROSS JOIN settings_wide AS cfg;
 -- drift.psi_epsilon (not renormalised). Only pairs where both sides have values.
 CREATE OR REPLACE VIEW psi_bins AS
 SELECT
-    baseline_key, run_id, baseline_kind, distribution, bin, lower_edge, upper_edge,
-    baseline_count, current_count, baseline_share, current_share, contribution
-FROM distribution_bins;
+    p.baseline_key, p.run_id, p.baseline_kind, b.distribution, b.bin, b.lower_edge,
+    b.upper_edge, b.baseline_count, b.current_count, b.baseline_share, b.current_share,
+    b.contribution
+FROM two_sample_bins('distribution_values') AS b
+JOIN baseline_summary AS p ON p.pair_id = b.pair_id;
 
--- One row per cohort-run x baseline kind x distribution: n current and m baseline finite
--- values; psi = sum of psi_bins.contribution; psi_critical = chi2(0.95, bins - 1) *
--- (1/n + 1/m) with the Wilson-Hilferty chi2 quantile; ks_d = sup |F_cur - F_base| over all
--- values with right-continuous ECDFs (scipy's ks_2samp statistic); ks_p = Q(lambda),
+-- two_sample_tests(source): per pair_id x distribution of two_sample_bins(source): n and
+-- m, psi = the sum of the bins' contributions, psi_critical = chi2(0.95, bins - 1) *
+-- (1/n + 1/m) with the Wilson-Hilferty chi2 quantile, ks_d = sup |F_cur - F_base| over all
+-- values with right-continuous ECDFs (scipy's ks_2samp statistic), ks_p = Q(lambda) with
 -- lambda = (sqrt(ne) + 0.12 + 0.11/sqrt(ne)) * D, ne = n*m/(n+m), Q = 2 sum_{j=1..100}
--- (-1)^(j-1) exp(-2 j^2 lambda^2) clamped to [0, 1], and 1 when lambda < 0.2. Tiers from
--- drift.psi_warn / psi_threshold and drift.ks_warn / ks_threshold with ks_alpha; tier is
--- the worse of the two. status: COMPARED, NO_DATA (a side has no finite value: psi and
--- ks are NULL) or NO_BASELINE (no baseline of that kind yet); tier NULL unless COMPARED.
-CREATE OR REPLACE VIEW drift_distribution AS
-WITH sample_counts AS (
-    SELECT baseline_key, run_id, distribution, count(value) AS finite
-    FROM samples
-    GROUP BY baseline_key, run_id, distribution
-),
-sized AS (
-    -- n and m from per-run counts, so pairs without values on a side still get a row
+-- (-1)^(j-1) exp(-2 j^2 lambda^2) clamped to [0, 1] and 1 when lambda < 0.2; tiers from
+-- drift.psi_warn / psi_threshold and drift.ks_warn / ks_threshold with ks_alpha, and tier
+-- the worse of the two.
+CREATE OR REPLACE MACRO two_sample_tests(source) AS TABLE
+WITH psi AS (
     SELECT
-        baseline_key, run_id, baseline_kind, distribution,
-        CAST(sum(n) AS BIGINT) AS n, CAST(sum(m) AS BIGINT) AS m
-    FROM (
-        SELECT ps.baseline_key, ps.run_id, ps.baseline_kind, c.distribution, c.finite AS n, 0 AS m
-        FROM baseline_summary AS ps
-        JOIN sample_counts AS c ON c.baseline_key = ps.baseline_key AND c.run_id = ps.run_id
-        UNION ALL
-        SELECT b.baseline_key, b.run_id, b.baseline_kind, c.distribution, 0, c.finite
-        FROM baselines AS b
-        JOIN sample_counts AS c ON c.baseline_key = b.baseline_key AND c.run_id = b.baseline_run_id
-    )
-    GROUP BY baseline_key, run_id, baseline_kind, distribution
-),
-psi AS (
-    SELECT
-        baseline_key, run_id, baseline_kind, distribution,
+        pair_id, distribution,
         sum(contribution ORDER BY bin) AS psi,  -- fixed order: same bits every time
         count(*) AS bins,
+        any_value(n) AS n,
+        any_value(m) AS m,
         any_value(ks_d) AS ks_d
-    FROM distribution_bins
-    GROUP BY baseline_key, run_id, baseline_kind, distribution
+    FROM two_sample_bins(source)
+    GROUP BY pair_id, distribution
 ),
 ks_lambda AS (
     SELECT
-        psi.*,
-        (sqrt(sz.n * sz.m / (sz.n + sz.m)) + 0.12 + 0.11 / sqrt(sz.n * sz.m / (sz.n + sz.m)))
-            * psi.ks_d AS lambda
+        *,
+        (sqrt(n * m / (n + m)) + 0.12 + 0.11 / sqrt(n * m / (n + m))) * ks_d AS lambda
     FROM psi
-    JOIN sized AS sz
-        ON sz.baseline_key = psi.baseline_key AND sz.run_id = psi.run_id
-        AND sz.baseline_kind = psi.baseline_kind AND sz.distribution = psi.distribution
 ),
 measured AS (
     SELECT
-        k.baseline_key, k.run_id, k.baseline_kind, k.distribution, k.psi, k.bins, k.ks_d,
+        k.pair_id, k.distribution, k.n, k.m, k.psi, k.bins, k.ks_d,
         CASE
             WHEN any_value(k.lambda) < 0.2 THEN 1.0
             ELSE least(greatest(
@@ -237,33 +214,84 @@ measured AS (
                 0.0), 1.0)
         END AS ks_p
     FROM ks_lambda AS k, generate_series(1, 100) AS j
-    GROUP BY k.baseline_key, k.run_id, k.baseline_kind, k.distribution, k.psi, k.bins, k.ks_d
+    GROUP BY k.pair_id, k.distribution, k.n, k.m, k.psi, k.bins, k.ks_d
+),
+tiered AS (
+    SELECT
+        me.*,
+        (me.bins - 1)
+            * pow(1 - 2 / (9 * (me.bins - 1)) + 1.6448536269514722 * sqrt(2 / (9 * (me.bins - 1))), 3)
+            * (1 / me.n + 1 / me.m) AS psi_critical,
+        CASE
+            WHEN me.psi >= cfg.psi_threshold THEN 'ALERT'
+            WHEN me.psi >= cfg.psi_warn THEN 'WARN'
+            ELSE 'OK'
+        END AS psi_tier,
+        CASE
+            WHEN me.ks_d >= cfg.ks_threshold AND me.ks_p < cfg.ks_alpha THEN 'ALERT'
+            WHEN me.ks_d >= cfg.ks_warn AND me.ks_p < cfg.ks_alpha THEN 'WARN'
+            ELSE 'OK'
+        END AS ks_tier
+    FROM measured AS me, settings_wide AS cfg
+)
+SELECT
+    pair_id, distribution, n, m, psi, bins AS psi_bins, psi_critical,
+    psi > psi_critical AS psi_significant, ks_d, ks_p, psi_tier, ks_tier,
+    CASE greatest(tier_rank(psi_tier), tier_rank(ks_tier))
+        WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' WHEN 2 THEN 'ALERT'
+    END AS tier,
+    greatest(tier_rank(psi_tier), tier_rank(ks_tier)) AS tier_rank
+FROM tiered;
+
+-- One row per cohort-run x baseline kind x distribution, with the statistics of
+-- two_sample_tests over the cohort-run's values (n) and its baseline's (m, pooled for
+-- rolling). status: COMPARED, NO_DATA (a side has no finite value: psi, ks and tier are
+-- NULL) or NO_BASELINE (no baseline of that kind yet; tier NULL).
+CREATE OR REPLACE VIEW drift_distribution AS
+WITH sample_counts AS (
+    SELECT baseline_key, run_id, distribution, count(value) AS finite
+    FROM samples
+    GROUP BY baseline_key, run_id, distribution
+),
+sized AS (
+    -- n and m from per-run counts, so pairs without values on a side still get a row
+    SELECT
+        pair_id, baseline_key, run_id, baseline_kind, distribution,
+        CAST(sum(n) AS BIGINT) AS n, CAST(sum(m) AS BIGINT) AS m
+    FROM (
+        SELECT ps.pair_id, ps.baseline_key, ps.run_id, ps.baseline_kind, c.distribution,
+               c.finite AS n, 0 AS m
+        FROM baseline_summary AS ps
+        JOIN sample_counts AS c ON c.baseline_key = ps.baseline_key AND c.run_id = ps.run_id
+        UNION ALL
+        SELECT ps.pair_id, ps.baseline_key, ps.run_id, ps.baseline_kind, c.distribution, 0, c.finite
+        FROM baselines AS b
+        JOIN baseline_summary AS ps
+            ON ps.baseline_key = b.baseline_key AND ps.run_id = b.run_id
+            AND ps.baseline_kind = b.baseline_kind
+        JOIN sample_counts AS c ON c.baseline_key = b.baseline_key AND c.run_id = b.baseline_run_id
+    )
+    GROUP BY pair_id, baseline_key, run_id, baseline_kind, distribution
 ),
 compared AS (
     SELECT
         sz.baseline_key, sz.run_id, sz.baseline_kind, sz.distribution, sz.n, sz.m,
         ps.baseline_run_id, ps.baseline_runs, ps.baseline_view, ps.sanity_status,
-        ps.fingerprint_diff, me.psi, me.bins,
-        CASE WHEN me.psi IS NOT NULL THEN
-            (me.bins - 1)
-            * pow(1 - 2 / (9 * (me.bins - 1))
-                  + 1.6448536269514722 * sqrt(2 / (9 * (me.bins - 1))), 3)
-            * (1 / sz.n + 1 / sz.m)
-        END AS psi_critical,
-        me.ks_d, me.ks_p,
+        ps.fingerprint_diff,
+        t.psi, t.psi_bins, t.psi_critical, t.psi_significant, t.ks_d, t.ks_p,
+        t.psi_tier, t.ks_tier, t.tier, t.tier_rank,
         CASE WHEN sz.n > 0 AND sz.m > 0 THEN 'COMPARED' ELSE 'NO_DATA' END AS status
     FROM sized AS sz
-    JOIN baseline_summary AS ps
-        ON ps.baseline_key = sz.baseline_key AND ps.run_id = sz.run_id
-        AND ps.baseline_kind = sz.baseline_kind
-    LEFT JOIN measured AS me
-        ON me.baseline_key = sz.baseline_key AND me.run_id = sz.run_id
-        AND me.baseline_kind = sz.baseline_kind AND me.distribution = sz.distribution
+    JOIN baseline_summary AS ps ON ps.pair_id = sz.pair_id
+    LEFT JOIN two_sample_tests('distribution_values') AS t
+        ON t.pair_id = sz.pair_id AND t.distribution = sz.distribution
     UNION ALL
     -- Cohort-runs without a baseline of a kind: each of their distributions, NO_BASELINE.
     SELECT
         s.baseline_key, s.run_id, k.baseline_kind, s.distribution, count(s.value), 0,
-        NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'NO_BASELINE'
+        NULL, 0, NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        'NO_BASELINE'
     FROM samples AS s
     CROSS JOIN baseline_kinds AS k
     WHERE NOT EXISTS (
@@ -272,35 +300,12 @@ compared AS (
           AND ps.baseline_kind = k.baseline_kind
     )
     GROUP BY s.baseline_key, s.run_id, k.baseline_kind, s.distribution
-),
-tiered AS (
-    SELECT
-        *,
-        CASE
-            WHEN psi IS NULL THEN NULL
-            WHEN psi >= cfg.psi_threshold THEN 'ALERT'
-            WHEN psi >= cfg.psi_warn THEN 'WARN'
-            ELSE 'OK'
-        END AS psi_tier,
-        CASE
-            WHEN ks_d IS NULL THEN NULL
-            WHEN ks_d >= cfg.ks_threshold AND ks_p < cfg.ks_alpha THEN 'ALERT'
-            WHEN ks_d >= cfg.ks_warn AND ks_p < cfg.ks_alpha THEN 'WARN'
-            ELSE 'OK'
-        END AS ks_tier
-    FROM compared, settings_wide AS cfg
 )
 SELECT
-    cr.stage, cr.view, cr.target, cr.symbol, t.baseline_key, t.run_id, cr.run_started_at,
-    cr.cohort_id, t.baseline_kind, t.baseline_run_id, t.baseline_runs,
-    t.distribution, t.n, t.m, t.psi, t.bins AS psi_bins, t.psi_critical,
-    t.psi > t.psi_critical AS psi_significant,
-    t.ks_d, t.ks_p, t.psi_tier, t.ks_tier,
-    CASE greatest(tier_rank(t.psi_tier), tier_rank(t.ks_tier))
-        WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' WHEN 2 THEN 'ALERT'
-    END AS tier,
-    greatest(tier_rank(t.psi_tier), tier_rank(t.ks_tier)) AS tier_rank,
-    t.status,
-    cr.view AS current_view, t.baseline_view, t.sanity_status, t.fingerprint_diff
-FROM tiered AS t
-JOIN cohort_runs AS cr ON cr.baseline_key = t.baseline_key AND cr.run_id = t.run_id;
+    cr.stage, cr.view, cr.target, cr.symbol, c.baseline_key, c.run_id, cr.run_started_at,
+    cr.cohort_id, c.baseline_kind, c.baseline_run_id, c.baseline_runs,
+    c.distribution, c.n, c.m, c.psi, c.psi_bins, c.psi_critical, c.psi_significant,
+    c.ks_d, c.ks_p, c.psi_tier, c.ks_tier, c.tier, c.tier_rank, c.status,
+    cr.view AS current_view, c.baseline_view, c.sanity_status, c.fingerprint_diff
+FROM compared AS c
+JOIN cohort_runs AS cr ON cr.baseline_key = c.baseline_key AND cr.run_id = c.run_id;
