@@ -186,11 +186,13 @@ def demo(root: str, runs: int, seed: int, config_path: str | None) -> None:
 @with_store
 @output_options
 def refresh(store: Any, run_ids: tuple[str, ...], all_runs: bool, fmt: str, output: str | None) -> None:
-    """Write drift files (telemetry_drift.parquet / .json) into each cohort directory.
+    """Write drift, trend and rollup files into the tree: the one command after each run.
 
-    By default refreshes every run whose drift file is missing or older than its inputs.
-    Files whose content would not change are not rewritten. Prints a summary; exits 6
-    if any file could not be written (each is named on stderr).
+    Per cohort: telemetry_drift.* and (once a trend exists) telemetry_trend.*; per view
+    and stage of each run: telemetry_rollup.*. By default refreshes every run with a
+    missing output or a drift file older than its inputs. Files whose content would not
+    change are not rewritten; one refresh of a root runs at a time (a second waits).
+    Prints a summary; exits 6 if any file could not be written (each named on stderr).
 
     Example: metricsduck refresh RESULTS --run 2026-01-12_09-00-00_000000
     """
@@ -199,7 +201,8 @@ def refresh(store: Any, run_ids: tuple[str, ...], all_runs: bool, fmt: str, outp
     if run_ids and all_runs:
         raise click.UsageError("give --run or --all, not both")
     summary = store.refresh(runs=run_ids or None, all_runs=all_runs,
-                            progress=progress_reporter("refresh"))
+                            progress=progress_reporter("refresh"),
+                            on_wait=lambda message: click.echo(f"metricsduck: {message}", err=True))
     for path, reason in summary.failed:
         click.echo(f"metricsduck: error: could not write {path}: {reason}", err=True)
     emit(["item", "value"], summary.rows(), fmt, output)
@@ -278,6 +281,27 @@ def trend(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
     if fmt == "table":
         relation = relation.select(*TREND_TABLE_COLUMNS)
     emit_relation(relation, fmt, output)
+
+
+@main.command()
+@ROOT
+@click.option("--stage", help="Only this stage, e.g. TARGET_RANKING.")
+@click.option("--view", help="Only this view, e.g. CROSS_SECTIONAL.")
+@click.option("--run", help="A run id, or 'latest'.")
+@click.option("--level", type=click.Choice(["stage", "view", "target", "symbol"]), default="view",
+              show_default=True, help="stage: one row per view of each stage; else that level "
+                                      "of the view rollup.")
+@with_store
+@output_options
+def rollup(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
+    """Show rollups: per view (counts, metric statistics, tier counts, worst items,
+    population drift) or, with --level stage, the stage container of its views.
+
+    Example: metricsduck rollup RESULTS --run latest --view SYMBOL_SPECIFIC --level target
+    """
+    from .output import emit_relation
+
+    emit_relation(store.rollups(**filters), fmt, output)
 
 
 @main.command()

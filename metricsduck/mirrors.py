@@ -10,6 +10,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
+TREND_SCHEMA_ID = "metricsduck/trend/v1"
+ROLLUP_VIEW_SCHEMA_ID = "metricsduck/rollup_view/v1"
+ROLLUP_STAGE_SCHEMA_ID = "metricsduck/rollup_stage/v1"
 TIERS = ("OK", "WARN", "ALERT")
 
 _IDENTITY = ("stage", "view", "target", "symbol", "baseline_key", "run_id", "run_started_at", "cohort_id")
@@ -69,4 +72,78 @@ def drift_mirror(rows: list[Mapping[str, Any]], fingerprints: Mapping[str, Any])
         },
         "metrics": metrics,
         "distributions": distributions,
+    }
+
+
+_TREND_FIELDS = (
+    "n_runs", "slope", "slope_per_day", "intercept", "r2", "theil_sen_slope", "first_value",
+    "last_value", "mean", "direction",
+)
+
+
+def trend_mirror(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The readable JSON of one cohort-run's trends: one entry per metric."""
+    first = rows[0]
+    identity = ("stage", "view", "target", "symbol", "baseline_key", "run_id", "run_started_at")
+    return {
+        "schema": TREND_SCHEMA_ID,
+        "identity": {key: iso(first[key]) for key in identity},
+        "metrics": {row["metric"]: {f: row[f] for f in _TREND_FIELDS} for row in rows},
+    }
+
+
+def _rollup_node(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Measures of one level and key, grouped the way a person reads them."""
+    node: dict[str, Any] = {}
+    for row in rows:
+        measure, metric, kind = row["measure"], row["metric"], row["baseline_kind"]
+        if measure == "worst_item":
+            node.setdefault("worst_items", []).append(
+                {"place": int(row["value"]), "item": metric, "baseline_kind": kind, "detail": row["detail"]})
+        elif measure.startswith("population_"):
+            entry = node.setdefault("population_drift", {}).setdefault(metric, {})
+            entry[measure[len("population_"):]] = row["value"]
+            entry["tier"] = row["detail"]
+        elif kind is not None:
+            node.setdefault("tiers", {}).setdefault(kind, {})[measure] = row["value"]
+        elif metric is not None:
+            node.setdefault("metrics", {}).setdefault(metric, {})[measure] = row["value"]
+        else:
+            node.setdefault("counts", {})[measure] = row["value"]
+    if "worst_items" in node:
+        node["worst_items"].sort(key=lambda item: item["place"])
+    return node
+
+
+def view_rollup_mirror(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The readable JSON of one run x stage x view rollup, nested by target and symbol."""
+    first = rows[0]
+    levels: dict[str, dict[Any, list]] = {"view": {}, "target": {}, "symbol": {}}
+    for row in rows:
+        key = {"view": None, "target": row["target"], "symbol": row["symbol"]}[row["level"]]
+        levels[row["level"]].setdefault(key, []).append(row)
+    return {
+        "schema": ROLLUP_VIEW_SCHEMA_ID,
+        "identity": {key: iso(first[key]) for key in ("run_id", "run_started_at", "stage", "view")},
+        "view": _rollup_node(levels["view"].get(None, [])),
+        "targets": {t: _rollup_node(r) for t, r in levels["target"].items()},
+        "symbols": {s: _rollup_node(r) for s, r in levels["symbol"].items()},
+    }
+
+
+def stage_rollup_mirror(entries: list[Mapping[str, Any]], prefix: str) -> dict[str, Any]:
+    """The stage container: a reference to each view's rollup with its counts, no mixing."""
+    first = entries[0]
+    return {
+        "schema": ROLLUP_STAGE_SCHEMA_ID,
+        "identity": {key: iso(first[key]) for key in ("run_id", "run_started_at", "stage")},
+        "views": {
+            e["view"]: {
+                "rollup": f"{e['view']}/{prefix}_rollup.json",
+                "cohorts": e["cohorts"],
+                "tier_counts": {"OK": e["tier_ok"], "WARN": e["tier_warn"], "ALERT": e["tier_alert"]},
+                "worst_tier": e["worst_tier"],
+            }
+            for e in entries
+        },
     }

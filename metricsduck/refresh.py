@@ -1,23 +1,31 @@
-"""Materialise drift into the tree: `telemetry_drift.parquet` / `.json` per cohort-run.
+"""Materialise drift, trends and rollups into the tree, next to the facts.
 
-The Parquet holds the cohort-run's rows of the `drift` view; the JSON mirrors it in a
-readable shape. Files whose bytes would not change are not rewritten, so a second
-refresh writes nothing; a file that cannot be written is reported, never fatal.
+Per cohort-run: `telemetry_drift.parquet` / `.json` (its rows of `drift`) and, once a trend
+exists, `telemetry_trend.parquet` / `.json`. Per run x stage x view:
+`<VIEW>/telemetry_rollup.parquet` / `.json`; per run x stage: `<STAGE>/telemetry_rollup.*`.
+Files whose bytes would not change are not rewritten, so a second refresh writes nothing;
+a file that cannot be written is reported, never fatal. One refresh of a root at a time.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .marks import MARKS_DIR
-from .mirrors import DRIFT_SCHEMA_ID, drift_mirror
+from .mirrors import (
+    DRIFT_SCHEMA_ID, ROLLUP_STAGE_SCHEMA_ID, ROLLUP_VIEW_SCHEMA_ID, TREND_SCHEMA_ID,
+    drift_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror,
+)
 
 FINGERPRINTS = ("git_commit", "config_hash", "data_fingerprint", "seed")
+LOCK_FILE = "refresh.lock"
 
 
 @dataclass
@@ -41,6 +49,15 @@ class RefreshSummary:
             ("ALERT distributions", str(self.alerts["distribution"])),
         ]
 
+    def write(self, path: Path, data: bytes) -> None:
+        try:
+            if write_atomic(path, data):
+                self.written += 1
+            else:
+                self.unchanged += 1
+        except StorageError as exc:
+            self.failed.append((str(path), str(exc)))
+
 
 def _mtime(path: Path) -> float | None:
     try:
@@ -50,7 +67,7 @@ def _mtime(path: Path) -> float | None:
 
 
 def stale_runs(store: Any) -> list[str]:
-    """Runs with a cohort whose drift file is missing or older than any input it depends on.
+    """Runs with an output missing, or a drift file older than any input it depends on.
 
     A cohort-run's inputs are its own sidecars and those of every earlier cohort-run of
     its baseline key, the marks and the config file.
@@ -76,69 +93,156 @@ def stale_runs(store: Any) -> list[str]:
         drift = _mtime(Path(facts_file).parent / sidecar_name(prefix, "drift", "parquet"))
         if drift is None or drift < max(newest_input, newest_global):
             stale.add(run_id)
+    for run_id, view_dir in store.sql("SELECT run_id, view_dir FROM view_dirs").fetchall():
+        if not (Path(view_dir) / sidecar_name(prefix, "rollup", "parquet")).exists():
+            stale.add(run_id)
     return sorted(stale)
 
 
-def _arrow(relation: Any) -> Any:
+def _arrow(relation: Any, schema_id: str) -> Any:
     result = relation.arrow()
-    return result.read_all() if hasattr(result, "read_all") else result
+    table = result.read_all() if hasattr(result, "read_all") else result
+    return table.replace_schema_metadata({b"metricsduck.schema": schema_id.encode()})
+
+
+def _groups(table: Any, *columns: str) -> Iterator[tuple[tuple, Any]]:
+    """`(key, slice)` for each run of equal `columns` values in a table sorted by them."""
+    keys = list(zip(*(table.column(c).to_pylist() for c in columns)))
+    start = 0
+    for index in range(1, len(keys) + 1):
+        if index == len(keys) or keys[index] != keys[start]:
+            yield keys[start], table.slice(start, index - start).combine_chunks()
+            start = index
+
+
+@contextmanager
+def refresh_lock(root: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ROOT/.metricsduck/refresh.lock; wait (saying so) while another refresh holds it.
+
+    An OS file lock: it dies with its process, so a crashed refresh never blocks the next.
+    """
+    import fcntl
+
+    path = Path(root) / CACHE_DIR / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot create the refresh lock ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            if on_wait:
+                on_wait(f"waiting for the refresh lock {path} held by pid {holder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> RefreshSummary:
-    """Write drift files for `runs`, every run (`all_runs`), or by default the stale ones."""
-    known = [r[0] for r in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
-    if all_runs:
-        selected = known
-    elif runs is not None:
-        selected = list(dict.fromkeys(runs))
-        unknown = [r for r in selected if r not in known]
-        if unknown:
-            raise InputError(
-                f"run {unknown[0]!r} is not in {store.root} (known runs: {', '.join(known[-5:]) or 'none'})"
-            )
-    else:
-        selected = stale_runs(store)
-    summary = RefreshSummary(runs=selected)
-    if not selected:
+            stage: str | None = None, cohort_files: bool = True,
+            progress: Callable[[int, int], None] | None = None,
+            on_wait: Callable[[str], None] | None = None) -> RefreshSummary:
+    """Write the outputs of `runs`, every run (`all_runs`), or by default the stale runs.
+
+    `stage` limits the work to one stage; `cohort_files=False` writes only the rollups.
+    """
+    with refresh_lock(store.root, on_wait):
+        known = [r[0] for r in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
+        if all_runs:
+            selected = known
+        elif runs is not None:
+            selected = list(dict.fromkeys(runs))
+            unknown = [r for r in selected if r not in known]
+            if unknown:
+                raise InputError(f"run {unknown[0]!r} is not in {store.root} "
+                                 f"(known runs: {', '.join(known[-5:]) or 'none'})")
+        else:
+            selected = stale_runs(store)
+        summary = RefreshSummary(runs=selected)
+        if not selected:
+            return summary
+        con = store.con
+        con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
+                    "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [selected, stage])
+        scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
+                 "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
+        # drift is computed once: a temp table shadows the view for the rollups below
+        con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
+        try:
+            if cohort_files:
+                _cohort_files(store, scope, summary, progress)
+            _rollup_files(store, scope, summary)
+        finally:
+            con.execute("DROP TABLE IF EXISTS temp.drift")
         return summary
-    store.con.execute("CREATE OR REPLACE TEMP TABLE refresh_runs AS SELECT unnest(?::VARCHAR[]) AS run_id", [selected])
+
+
+def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
+                  progress: Callable[[int, int], None] | None) -> None:
+    prefix = store.config.prefix
     cohorts = store.sql(
         "SELECT baseline_key, run_id, source_file, " + ", ".join(FINGERPRINTS) +
-        " FROM cohort_runs WHERE run_id IN (SELECT run_id FROM refresh_runs) ORDER BY baseline_key, run_id"
+        f" FROM cohort_runs WHERE {scope} ORDER BY baseline_key, run_id"
     ).fetchall()
-    table = _arrow(store.sql(
-        "SELECT * FROM drift WHERE run_id IN (SELECT run_id FROM refresh_runs) "
-        "ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"
-    ))
-    table = table.replace_schema_metadata({b"metricsduck.schema": DRIFT_SCHEMA_ID.encode()})
-    keys = list(zip(table.column("baseline_key").to_pylist(), table.column("run_id").to_pylist()))
-    bounds: dict[tuple[str, str], tuple[int, int]] = {}
-    for index, key in enumerate(keys):
-        start, _ = bounds.get(key, (index, index))
-        bounds[key] = (start, index + 1)
-    prefix = store.config.prefix
+    drift = dict(_groups(_arrow(store.sql(
+        "SELECT * FROM drift ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
+        DRIFT_SCHEMA_ID), "baseline_key", "run_id"))
+    trends = dict(_groups(_arrow(store.sql(
+        f"SELECT * FROM trends WHERE {scope} ORDER BY baseline_key, run_id, metric"),
+        TREND_SCHEMA_ID), "baseline_key", "run_id"))
     summary.cohorts = len(cohorts)
     for done, (baseline_key, run_id, facts_file, *fingerprints) in enumerate(cohorts, start=1):
-        start, stop = bounds.get((baseline_key, run_id), (0, 0))
-        part = table.slice(start, stop - start).combine_chunks()
-        rows = part.to_pylist()
         folder = Path(facts_file).parent
-        outputs = [(folder / sidecar_name(prefix, "drift", "parquet"), parquet_bytes(part))]
-        if rows:
+        part = drift.get((baseline_key, run_id))
+        if part is not None:
+            rows = part.to_pylist()
+            summary.write(folder / sidecar_name(prefix, "drift", "parquet"), parquet_bytes(part))
             document = drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))
-            outputs.append((folder / sidecar_name(prefix, "drift", "json"), json_bytes(document)))
-        for row in rows:
-            if row["tier"] == "ALERT":
-                summary.alerts[row["item_kind"]] += 1
-        for path, data in outputs:
-            try:
-                if write_atomic(path, data):
-                    summary.written += 1
-                else:
-                    summary.unchanged += 1
-            except StorageError as exc:
-                summary.failed.append((str(path), str(exc)))
+            summary.write(folder / sidecar_name(prefix, "drift", "json"), json_bytes(document))
+            for row in rows:
+                if row["tier"] == "ALERT":
+                    summary.alerts[row["item_kind"]] += 1
+        trend = trends.get((baseline_key, run_id))
+        if trend is not None:
+            summary.write(folder / sidecar_name(prefix, "trend", "parquet"), parquet_bytes(trend))
+            summary.write(folder / sidecar_name(prefix, "trend", "json"),
+                          json_bytes(trend_mirror(trend.to_pylist())))
         if progress:
             progress(done, len(cohorts))
-    return summary
+
+
+def _rollup_files(store: Any, scope: str, summary: RefreshSummary) -> None:
+    import pyarrow as pa
+
+    prefix = store.config.prefix
+    stages = _arrow(store.sql(
+        f"SELECT * FROM rollup_stage WHERE {scope} ORDER BY run_id, stage, view"),
+        ROLLUP_STAGE_SCHEMA_ID)
+    views = dict(_groups(_arrow(store.sql(
+        f"SELECT * FROM rollup_view WHERE {scope} ORDER BY run_id, stage, view, level, target, "
+        "symbol, measure, metric, baseline_kind, value"), ROLLUP_VIEW_SCHEMA_ID),
+        "run_id", "stage", "view"))
+    for (run_id, stage), part in _groups(stages, "run_id", "stage"):
+        entries = part.to_pylist()
+        for entry in entries:
+            rows = views.get((run_id, stage, entry["view"]))
+            if rows is None:
+                continue
+            view_dir = Path(entry["view_dir"])
+            summary.write(view_dir / sidecar_name(prefix, "rollup", "parquet"), parquet_bytes(rows))
+            summary.write(view_dir / sidecar_name(prefix, "rollup", "json"),
+                          json_bytes(view_rollup_mirror(rows.to_pylist())))
+        stage_dir = Path(entries[0]["view_dir"]).parent
+        # the stored container names each view's rollup relative to itself, so the same
+        # tree gives the same bytes wherever it lives
+        located = part.drop_columns(["view_dir"]).append_column(
+            "rollup", pa.array([f"{e['view']}/{sidecar_name(prefix, 'rollup', 'parquet')}" for e in entries]))
+        summary.write(stage_dir / sidecar_name(prefix, "rollup", "parquet"), parquet_bytes(located))
+        summary.write(stage_dir / sidecar_name(prefix, "rollup", "json"),
+                      json_bytes(stage_rollup_mirror(entries, prefix)))

@@ -14,6 +14,7 @@ from .errors import InputError
 TIERS = ("OK", "WARN", "ALERT")
 BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
 DIRECTIONS = ("increasing", "decreasing", "flat")
+LEVELS = ("stage", "view", "target", "symbol")
 
 
 def check_choice(name: str, value: str | None, choices: Sequence[str]) -> None:
@@ -91,6 +92,19 @@ class Store:
             order="run_started_at DESC, direction = 'flat', baseline_key, metric",
         )
 
+    def rollups(self, *, stage: str | None = None, view: str | None = None,
+                run: str | None = None, level: str = "view") -> Any:
+        """Rollup rows (a DuckDB relation): `level` 'stage' reads `rollup_stage` (one row per
+        view of each stage); 'view', 'target' or 'symbol' that level of `rollup_view`."""
+        check_choice("level", level, LEVELS)
+        if level == "stage":
+            return self._filtered("rollup_stage", {"stage": stage, "view": view}, tier=None, run=run,
+                                  order="run_started_at DESC, stage, view")
+        return self._filtered(
+            "rollup_view", {"stage": stage, "view": view, "level": level}, tier=None, run=run,
+            order="run_started_at DESC, stage, view, target, symbol, measure, metric, baseline_kind",
+        )
+
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
                   order: str) -> Any:
         """`SELECT * FROM view` with equality filters on known columns; values are bound."""
@@ -112,11 +126,13 @@ class Store:
         return self.sql(f"SELECT * FROM {view}{where} ORDER BY {order}", params or None)
 
     def refresh(self, *, runs: Sequence[str] | None = None, all_runs: bool = False,
-                progress: Any = None) -> Any:
-        """Write drift files into the tree (see `metricsduck.refresh.refresh`)."""
+                stage: str | None = None, cohort_files: bool = True, progress: Any = None,
+                on_wait: Any = None) -> Any:
+        """Write drift, trend and rollup files into the tree (`metricsduck.refresh.refresh`)."""
         from .refresh import refresh
 
-        return refresh(self, runs=runs, all_runs=all_runs, progress=progress)
+        return refresh(self, runs=runs, all_runs=all_runs, stage=stage, cohort_files=cohort_files,
+                       progress=progress, on_wait=on_wait)
 
     def reload(self) -> None:
         """Take a new snapshot of the sidecars and marks (new and changed files appear)."""

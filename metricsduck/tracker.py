@@ -100,3 +100,16 @@ class ReproducibilityTracker:
         for name, data in rendered.items():
             write_atomic(folder / name, data)
         return folder
+
+    def generate_telemetry_rollups(self, stage: str, run_id: str | None = None) -> Any:
+        """Write the view and stage rollups of one stage of one run (default: this run).
+
+        Population drift compares with the previous run, so the tree read is the folder
+        holding this run's folder (`output_dir.parent`), where earlier runs live too.
+        Returns the refresh summary.
+        """
+        from .store import connect
+
+        with connect(self.output_dir.parent, self.config) as store:
+            return store.refresh(runs=[run_id or self.run_id], stage=check_name("stage", stage),
+                                 cohort_files=False)

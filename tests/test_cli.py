@@ -211,14 +211,16 @@ def test_mark_of_an_unknown_run_exits_4_and_writes_nothing(tree: Path) -> None:
 def test_refresh_writes_drift_files_then_nothing(runner: CliRunner, tree: Path) -> None:
     first = run(runner, "refresh", tree, "--format", "csv")
     assert first.exit_code == 0
-    assert "runs refreshed,3" in first.output and "files written,12" in first.output
-    drift_files = sorted(tree.rglob("telemetry_drift.*"))
-    assert len(drift_files) == 12
+    # 6 cohort-runs x 2 drift files, 3 runs x (1 view + 1 stage) x 2 rollup files; no trend
+    # yet (trend.min_runs is 5)
+    assert "runs refreshed,3" in first.output and "files written,24" in first.output
+    drift_files = sorted(tree.rglob("telemetry_drift.*")) + sorted(tree.rglob("telemetry_rollup.*"))
+    assert len(drift_files) == 24 and not list(tree.rglob("telemetry_trend.*"))
     stamps = {p: p.stat().st_mtime_ns for p in drift_files}
     second = run(runner, "refresh", tree, "--format", "csv")
     assert "runs refreshed,0" in second.output and "files written,0" in second.output
     forced = run(runner, "refresh", tree, "--all", "--format", "csv")
-    assert "files written,0" in forced.output and "files unchanged,12" in forced.output
+    assert "files written,0" in forced.output and "files unchanged,24" in forced.output
     assert {p: p.stat().st_mtime_ns for p in drift_files} == stamps
 
 
@@ -233,7 +235,7 @@ def test_refresh_reports_files_it_cannot_write_and_keeps_going(tree: Path) -> No
     (blocked / "telemetry_drift.parquet").mkdir()  # a folder where the file should go
     result = CliRunner().invoke(main, ["refresh", str(tree), "--format", "csv"])
     assert result.exit_code == 6
-    assert "files failed,1" in result.stdout and "files written,11" in result.stdout
+    assert "files failed,1" in result.stdout and "files written,23" in result.stdout
     assert "could not write" in result.stderr and str(blocked) in result.stderr
 
 

@@ -94,7 +94,10 @@ def test_refresh_writes_the_view_rows_beside_every_cohort(demo_store) -> None:
     store, _, summary = demo_store
     cohorts = rows(store, "SELECT baseline_key, run_id, source_file FROM cohort_runs")
     assert summary.cohorts == len(cohorts) == 360 and summary.failed == []
-    assert summary.written == 2 * len(cohorts)
+    with_trend = rows(store, "SELECT count(DISTINCT (baseline_key, run_id)) AS n FROM trends")[0]["n"]
+    assert with_trend == 120  # runs 5 and 6: trend.min_runs is 5
+    # drift and trend files per cohort-run, view (2) and stage rollups per run (6)
+    assert summary.written == 2 * len(cohorts) + 2 * with_trend + 6 * (2 + 1) * 2
     for cohort in cohorts[::37]:  # a spread of cohorts; each check reads two files
         folder = Path(cohort["source_file"]).parent
         table = pq.read_table(folder / "telemetry_drift.parquet")
@@ -172,5 +175,5 @@ def test_refresh_of_a_new_run_only_touches_that_run(tmp_path: Path) -> None:
     add_run(3)
     with metricsduck.connect(tmp_path) as store:
         summary = store.refresh()
-    assert summary.runs == ["run_3"] and summary.written == 4
+    assert summary.runs == ["run_3"] and summary.written == 4 + 4  # drift + view/stage rollups
     assert {p: p.stat().st_mtime_ns for p in before} == before
