@@ -18,6 +18,9 @@ demo: $(BIN)/.installed
 	$(BIN)/metricsduck init $(DEMO)
 	$(BIN)/metricsduck refresh $(DEMO)
 	$(BIN)/metricsduck drift $(DEMO) --run latest --tier ALERT --baseline previous_run
+	$(BIN)/metricsduck trend $(DEMO) --run latest --direction decreasing
+	$(BIN)/metricsduck rollup $(DEMO) --run latest --level stage
+	$(BIN)/metricsduck rollup $(DEMO) --run latest --measure worst_item
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -291,13 +291,15 @@ def trend(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
 @click.option("--level", type=click.Choice(["stage", "view", "target", "symbol"]), default="view",
               show_default=True, help="stage: one row per view of each stage; else that level "
                                       "of the view rollup.")
+@click.option("--measure", help="Only this measure of the view rollup, e.g. worst_item, p90, "
+                                "tier_ALERT.")
 @with_store
 @output_options
 def rollup(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
     """Show rollups: per view (counts, metric statistics, tier counts, worst items,
     population drift) or, with --level stage, the stage container of its views.
 
-    Example: metricsduck rollup RESULTS --run latest --view SYMBOL_SPECIFIC --level target
+    Example: metricsduck rollup RESULTS --run latest --measure worst_item
     """
     from .output import emit_relation
 

@@ -93,16 +93,21 @@ class Store:
         )
 
     def rollups(self, *, stage: str | None = None, view: str | None = None,
-                run: str | None = None, level: str = "view") -> Any:
+                run: str | None = None, level: str = "view", measure: str | None = None) -> Any:
         """Rollup rows (a DuckDB relation): `level` 'stage' reads `rollup_stage` (one row per
-        view of each stage); 'view', 'target' or 'symbol' that level of `rollup_view`."""
+        view of each stage); 'view', 'target' or 'symbol' that level of `rollup_view`,
+        optionally one `measure` of it."""
         check_choice("level", level, LEVELS)
         if level == "stage":
+            if measure is not None:
+                raise InputError("measure filters the view rollup; it does not apply to level 'stage'")
             return self._filtered("rollup_stage", {"stage": stage, "view": view}, tier=None, run=run,
                                   order="run_started_at DESC, stage, view")
         return self._filtered(
-            "rollup_view", {"stage": stage, "view": view, "level": level}, tier=None, run=run,
-            order="run_started_at DESC, stage, view, target, symbol, measure, metric, baseline_kind",
+            "rollup_view", {"stage": stage, "view": view, "level": level, "measure": measure},
+            tier=None, run=run,
+            order="run_started_at DESC, stage, view, target NULLS FIRST, symbol NULLS FIRST, measure, "
+                  "CASE WHEN measure = 'worst_item' THEN value END, metric, baseline_kind",
         )
 
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
