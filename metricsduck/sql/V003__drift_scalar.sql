@@ -65,17 +65,12 @@ paired AS (
     UNION ALL
     -- Cohort-runs without a baseline of a kind: every current metric, NO_BASELINE.
     SELECT
-        f.baseline_key, f.run_id, k.baseline_kind, f.metric,
+        f.baseline_key, f.run_id, mb.baseline_kind, f.metric,
         f.kind, f.value, f.value_text,
         NULL, NULL, NULL, 0, NULL,
         NULL, 0, NULL, NULL, NULL
     FROM scalar_facts AS f
-    CROSS JOIN baseline_kinds AS k
-    WHERE NOT EXISTS (
-        SELECT 1 FROM baseline_summary AS ps
-        WHERE ps.baseline_key = f.baseline_key AND ps.run_id = f.run_id
-          AND ps.baseline_kind = k.baseline_kind
-    )
+    JOIN missing_baselines AS mb ON mb.baseline_key = f.baseline_key AND mb.run_id = f.run_id
 ),
 classified AS (
     SELECT

@@ -288,18 +288,13 @@ compared AS (
     UNION ALL
     -- Cohort-runs without a baseline of a kind: each of their distributions, NO_BASELINE.
     SELECT
-        s.baseline_key, s.run_id, k.baseline_kind, s.distribution, count(s.value), 0,
+        s.baseline_key, s.run_id, mb.baseline_kind, s.distribution, count(s.value), 0,
         NULL, 0, NULL, NULL, NULL,
         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
         'NO_BASELINE'
     FROM samples AS s
-    CROSS JOIN baseline_kinds AS k
-    WHERE NOT EXISTS (
-        SELECT 1 FROM baseline_summary AS ps
-        WHERE ps.baseline_key = s.baseline_key AND ps.run_id = s.run_id
-          AND ps.baseline_kind = k.baseline_kind
-    )
-    GROUP BY s.baseline_key, s.run_id, k.baseline_kind, s.distribution
+    JOIN missing_baselines AS mb ON mb.baseline_key = s.baseline_key AND mb.run_id = s.run_id
+    GROUP BY s.baseline_key, s.run_id, mb.baseline_kind, s.distribution
 )
 SELECT
     cr.stage, cr.view, cr.target, cr.symbol, c.baseline_key, c.run_id, cr.run_started_at,
