@@ -72,8 +72,8 @@ class Store:
             {"stage": stage, "view": view, "target": target, "symbol": symbol,
              "baseline_kind": baseline, "item_kind": item},
             tier=tier, run=run,
-            order="tier_rank DESC NULLS LAST, run_started_at DESC, baseline_key, baseline_kind, "
-                  "item_kind, item",
+            order="tier_rank DESC NULLS LAST, run_started_at DESC, run_id, baseline_key, "
+                  "baseline_kind, item_kind, item",
         )
 
     def trends(self, *, stage: str | None = None, view: str | None = None,
@@ -89,7 +89,7 @@ class Store:
             {"stage": stage, "view": view, "target": target, "symbol": symbol, "metric": metric,
              "direction": direction},
             tier=None, run=run,
-            order="run_started_at DESC, direction = 'flat', baseline_key, metric",
+            order="run_started_at DESC, run_id, direction = 'flat', baseline_key, metric",
         )
 
     def rollups(self, *, stage: str | None = None, view: str | None = None,
