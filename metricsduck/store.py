@@ -102,11 +102,11 @@ class Store:
             if measure is not None:
                 raise InputError("measure filters the view rollup; it does not apply to level 'stage'")
             return self._filtered("rollup_stage", {"stage": stage, "view": view}, tier=None, run=run,
-                                  order="run_started_at DESC, stage, view")
+                                  order="run_started_at DESC, run_id, stage, view")
         return self._filtered(
             "rollup_view", {"stage": stage, "view": view, "level": level, "measure": measure},
             tier=None, run=run,
-            order="run_started_at DESC, stage, view, target NULLS FIRST, symbol NULLS FIRST, measure, "
+            order="run_started_at DESC, run_id, stage, view, target NULLS FIRST, symbol NULLS FIRST, measure, "
                   "CASE WHEN measure = 'worst_item' THEN value END, metric, baseline_kind",
         )
 
