@@ -90,11 +90,16 @@ def stale_runs(store: Any) -> list[str]:
             key, newest_input = baseline_key, 0.0
         inputs = [_mtime(Path(facts_file))] + ([_mtime(Path(samples_file))] if samples_file else [])
         newest_input = max([newest_input] + [m for m in inputs if m is not None])
-        drift = _mtime(Path(facts_file).parent / sidecar_name(prefix, "drift", "parquet"))
-        if drift is None or drift < max(newest_input, newest_global):
+        folder = Path(facts_file).parent
+        drift = _mtime(folder / sidecar_name(prefix, "drift", "parquet"))
+        if (drift is None or drift < max(newest_input, newest_global)
+                or not (folder / sidecar_name(prefix, "drift", "json")).exists()):
             stale.add(run_id)
+    rollups = [sidecar_name(prefix, "rollup", ext) for ext in ("parquet", "json")]
     for run_id, view_dir in store.sql("SELECT run_id, view_dir FROM view_dirs").fetchall():
-        if not (Path(view_dir) / sidecar_name(prefix, "rollup", "parquet")).exists():
+        # the view's rollup files and its stage's (the parent folder)
+        folders = (Path(view_dir), Path(view_dir).parent)
+        if not all((folder / name).exists() for folder in folders for name in rollups):
             stale.add(run_id)
     return sorted(stale)
 
