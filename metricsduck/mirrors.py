@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
 DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
 TREND_SCHEMA_ID = "metricsduck/trend/v1"
 ROLLUP_VIEW_SCHEMA_ID = "metricsduck/rollup_view/v1"
@@ -31,6 +32,27 @@ def iso(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     return value
+
+
+def metrics_mirror(facts: Any) -> dict[str, Any]:
+    """The readable JSON mirror of one metrics sidecar table (one cohort-run)."""
+    rows = facts.to_pylist()
+    first = rows[0]
+    return {
+        "schema": METRICS_SCHEMA_ID,
+        "schema_version": first["schema_version"],
+        "identity": {
+            k: iso(first[k])
+            for k in ("run_id", "run_started_at", "written_at", "stage", "view", "target",
+                      "symbol", "cohort_id", "baseline_key")
+        },
+        "fingerprints": {k: first[k] for k in ("git_commit", "config_hash", "data_fingerprint", "seed")},
+        "verdict": {"good": first["good"], "audit_valid": first["audit_valid"]},
+        "metrics": {
+            row["metric"]: {"kind": row["kind"], "value": row["value"], "value_text": row["value_text"]}
+            for row in rows
+        },
+    }
 
 
 def worst_tier(tiers: Iterable[str | None]) -> str | None:

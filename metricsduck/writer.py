@@ -17,10 +17,10 @@ from typing import Any, Iterable, Mapping
 from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, parquet_bytes, write_atomic
+from .mirrors import METRICS_SCHEMA_ID, metrics_mirror
 from .layout import baseline_key, check_name, check_symbol, cohort_id_from_dir, sidecar_name
 
 SCHEMA_VERSION = 1
-METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
 SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
 SCHEMA_METADATA_KEY = b"metricsduck.schema"
 
@@ -303,28 +303,3 @@ def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[f
         columns["n_missing"].extend([n_missing] * len(rows))
         columns["value"].extend(rows)
     return pa.Table.from_pydict(columns, schema=samples_schema())
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def metrics_mirror(facts: Any) -> dict[str, Any]:
-    """The readable JSON mirror of one metrics sidecar table (one cohort-run)."""
-    rows = facts.to_pylist()
-    first = rows[0]
-    return {
-        "schema": METRICS_SCHEMA_ID,
-        "schema_version": first["schema_version"],
-        "identity": {
-            k: (_iso(first[k]) if isinstance(first[k], datetime) else first[k])
-            for k in ("run_id", "run_started_at", "written_at", "stage", "view", "target",
-                      "symbol", "cohort_id", "baseline_key")
-        },
-        "fingerprints": {k: first[k] for k in ("git_commit", "config_hash", "data_fingerprint", "seed")},
-        "verdict": {"good": first["good"], "audit_valid": first["audit_valid"]},
-        "metrics": {
-            row["metric"]: {"kind": row["kind"], "value": row["value"], "value_text": row["value_text"]}
-            for row in rows
-        },
-    }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from metricsduck.cli import main
 from metricsduck.writer import write_cohort_metrics
@@ -49,7 +49,7 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def run(runner: CliRunner, *args: str) -> "click.testing.Result":  # noqa: F821
+def run(runner: CliRunner, *args: str) -> Result:
     return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 

@@ -798,7 +798,7 @@ def test_rollup_command_levels_filters_and_exit_codes(tree):
     assert header[:4] == ["run_id", "run_started_at", "stage", "view"]
     assert len(lines) - 1 == sum(1 for r in tree.rollup
                                  if r["run_id"] == "run_3" and r["stage"] == FS and r["level"] == "view")
-    assert all(line.startswith(f"run_3,") for line in lines[1:])
+    assert all(line.startswith("run_3,") for line in lines[1:])
 
     # --measure: the worst items of one view, in place order
     result = run_cli("rollup", root, "--config", config, "--run", "latest", "--stage", TR, "--view", CS,
