@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 import zlib
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -27,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import scipy.stats
 from click.testing import CliRunner
 
 import metricsduck
+import oracles
+from oracles import ks_p_oracle, ks_statistic, psi_oracle, worse
 from metricsduck import load_config, write_cohort_metrics
 from metricsduck.cli import main
 
@@ -60,48 +60,14 @@ DRIFT = {"psi_bins": 10, "psi_epsilon": 1e-4, "psi_warn": 0.1, "psi_threshold": 
 
 
 # --- the oracles -----------------------------------------------------------------------------
-# PSI / KS copied from tests/test_drift_oracles.py (DESIGN §5, independent of the SQL).
-
-def psi_oracle(cur: np.ndarray, base: np.ndarray, bins: int, eps: float) -> dict:
-    edges = np.unique(np.quantile(base, np.arange(1, bins) / bins))
-    nbins = edges.size + 1
-    cur_counts = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=nbins)
-    base_counts = np.bincount(np.searchsorted(edges, base, side="left"), minlength=nbins)
-    fc = np.maximum(cur_counts / cur.size, eps)
-    fb = np.maximum(base_counts / base.size, eps)
-    return {"psi": math.fsum((fc - fb) * np.log(fc / fb)), "bins": nbins}
-
-
-def ks_statistic(cur, base) -> float:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
-        return float(scipy.stats.ks_2samp(cur, base).statistic)
-
-
-def ks_p_oracle(d: float, n: int, m: int) -> float:
-    ne = n * m / (n + m)
-    lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
-    if lam < 0.2:
-        return 1.0
-    j = np.arange(1, 101, dtype=float)
-    q = 2.0 * np.sum((-1.0) ** (j - 1) * np.exp(-2.0 * j * j * lam * lam))
-    return float(min(max(q, 0.0), 1.0))
-
+# PSI / KS from tests/oracles.py (DESIGN §5, independent of the SQL); tiers with the defaults.
 
 def tier_psi(psi: float) -> str:
-    return "ALERT" if psi >= DRIFT["psi_threshold"] else "WARN" if psi >= DRIFT["psi_warn"] else "OK"
+    return oracles.tier_psi(psi, DRIFT)
 
 
 def tier_ks(d: float, p: float) -> str:
-    if p < DRIFT["ks_alpha"] and d >= DRIFT["ks_threshold"]:
-        return "ALERT"
-    if p < DRIFT["ks_alpha"] and d >= DRIFT["ks_warn"]:
-        return "WARN"
-    return "OK"
-
-
-def worse(a: str, b: str) -> str:
-    return TIERS[max(TIERS.index(a), TIERS.index(b))]
+    return oracles.tier_ks(d, p, DRIFT)
 
 
 def metric_stats(values: list[float]) -> dict:
