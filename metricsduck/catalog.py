@@ -179,25 +179,103 @@ def write_placeholders(root: Path, config: Config) -> None:
         write_atomic(placeholder, parquet_bytes(pa.Table.from_pylist([], schema=schema)))
 
 
+# Columns no row can do without; a file with a NULL in any of them is not a sidecar.
+_REQUIRED = {
+    "facts_raw": ("schema_version", "run_id", "run_started_at", "written_at", "stage", "view",
+                  "target", "cohort_id", "baseline_key", "metric", "kind"),
+    "samples_raw": ("schema_version", "run_id", "run_started_at", "written_at", "stage", "view",
+                    "target", "cohort_id", "baseline_key", "distribution", "n_total", "n_missing"),
+    "marks_raw": ("run_id", "good", "marked_at"),
+}
+SCHEMA_VERSION = 1
+
+
+def _read_files(schema: Any) -> str:
+    """The sidecar columns (plus source_file) of the Parquet files bound as `?`."""
+    columns = ", ".join([f.name for f in schema] + ["source_file"])
+    return (
+        f"SELECT {columns} FROM ({_typed_empty(schema)}\nUNION ALL BY NAME\n"
+        "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false, "
+        "filename = 'source_file'))"
+    )
+
+
+def _load(con: Any, table: str, files: list[str], schema: Any) -> list[tuple[str, str]]:
+    """Insert the rows of `files` into `table`; return `(path, reason)` of the unreadable ones.
+
+    One read for the whole list; if DuckDB rejects it, the list is halved until the bad
+    files are alone, so a few bad files cost a few extra reads, not one read per file.
+    A failed INSERT adds no row.
+    """
+    import duckdb
+
+    try:
+        con.execute(f"INSERT INTO {table} {_read_files(schema)}", [files])
+        return []
+    except duckdb.Error as exc:
+        if len(files) == 1:
+            reason = re.sub(r"^[\w ]*Error: ", "", str(exc).strip().splitlines()[0])
+            reason = reason.replace(f"'{files[0]}'", "").replace("  ", " ").strip()
+            return [(files[0], f"unreadable as a sidecar ({reason}); rewrite or remove it")]
+        middle = len(files) // 2
+        return _load(con, table, files[:middle], schema) + _load(con, table, files[middle:], schema)
+
+
+def _misfits(con: Any, table: str) -> list[tuple[str, str]]:
+    """Files that were read but are not sidecars this version understands."""
+    required = _REQUIRED[table]
+    missing = ", ".join(f"CASE WHEN bool_or({c} IS NULL) THEN '{c}' END" for c in required)
+    version = (
+        f"CASE WHEN max(schema_version) > {SCHEMA_VERSION} THEN 'schema_version ' || "
+        f"max(schema_version) || ' is newer than this metricsduck reads ({SCHEMA_VERSION}); "
+        "upgrade metricsduck' END" if "schema_version" in required else "NULL"
+    )
+    rows = con.execute(
+        f"SELECT source_file, {version}, concat_ws(', ', {missing}) FROM {table} "
+        "GROUP BY source_file ORDER BY source_file"
+    ).fetchall()
+    bad = []
+    for path, newer, nulls in rows:
+        if newer:
+            bad.append((path, newer))
+        elif nulls:
+            bad.append((path, f"not a metricsduck sidecar: no value for {nulls}; rewrite or remove it"))
+    return bad
+
+
 def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False) -> None:
     """Create `facts_raw`, `samples_raw` and `marks_raw` over the files under `root`.
 
-    Each is the typed empty schema UNION ALL BY NAME the glob, so an empty tree gives
+    Each is the typed empty schema UNION ALL BY NAME the files, so an empty tree gives
     empty typed tables and sidecars missing an optional column read as NULL there.
-    With `snapshot`, they are tables read once: a query that references them many
-    times (drift does) then scans the files once instead of once per reference. Without
-    it they are live views that see new files on every query (the persisted catalog).
+    With `snapshot`, they are tables read once: a query that references them many times
+    (drift does) scans the files once, and files that cannot be read, or are not
+    sidecars, are left out and listed in `bad_files` (path, source, reason) instead of
+    failing the whole tree. Without it they are live views over the glob that see new
+    files on every query (the persisted catalog).
     """
+    if snapshot:
+        con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
     for view, pattern, schema, _ in _sources(root, config):
-        body = _typed_empty(schema)
-        if con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0]:
-            body += (
-                "\nUNION ALL BY NAME\nSELECT * FROM read_parquet("
-                f"{_sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
-                "filename = 'source_file')"
-            )
-        kind = "TABLE" if snapshot else "VIEW"
-        con.execute(f"CREATE OR REPLACE {kind} {view} AS {body}")
+        files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
+        if not snapshot:
+            body = _typed_empty(schema)
+            if files:
+                body += (
+                    "\nUNION ALL BY NAME\nSELECT * FROM read_parquet("
+                    f"{_sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
+                    "filename = 'source_file')"
+                )
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
+            continue
+        con.execute(f"CREATE OR REPLACE TABLE {view} AS {_typed_empty(schema)}")
+        bad = _load(con, view, files, schema) if files else []
+        misfits = _misfits(con, view)
+        for path, _ in misfits:
+            con.execute(f"DELETE FROM {view} WHERE source_file = ?", [path])
+        if bad or misfits:
+            con.executemany("INSERT INTO bad_files VALUES (?, ?, ?)",
+                            [(path, view, reason) for path, reason in bad + misfits])
 
 
 def fill_settings(con: Any, config: Config, root: Path) -> None:

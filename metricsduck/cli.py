@@ -70,9 +70,13 @@ def _config(root: str | None, config_path: str | None) -> Any:
 
 
 def _store(root: str, config_path: str | None) -> Any:
+    """The store for ROOT; each file it had to leave out is named on stderr."""
     from .store import connect
 
-    return connect(root, _config(root, config_path))
+    store = connect(root, _config(root, config_path))
+    for path, _, reason in store.bad_files():
+        click.echo(f"metricsduck: warning: skipped {path}: {reason}", err=True)
+    return store
 
 
 def with_store(func: Callable) -> Callable:

@@ -55,7 +55,14 @@ class Store:
         ).fetchall()[0]
         names = ("metric sidecars", "sample sidecars", "runs", "cohort-runs", "baseline keys", "fact rows")
         rows += [("data", name, str(value)) for name, value in zip(names, counts)]
+        bad = self.bad_files()
+        rows.append(("data", "bad files", str(len(bad))))
+        rows += [("bad file", path, reason) for path, _, reason in bad]
         return rows
+
+    def bad_files(self) -> list[tuple[str, str, str]]:
+        """`(path, source, reason)` of every file left out of this snapshot."""
+        return self.sql("SELECT path, source, reason FROM bad_files ORDER BY path").fetchall()
 
     def drift(self, *, stage: str | None = None, view: str | None = None,
               target: str | None = None, symbol: str | None = None, baseline: str | None = None,

@@ -451,14 +451,16 @@ def test_sidecars_with_extra_or_missing_columns_read_together(tmp_path, open_sto
         rows = store.sql(
             "SELECT run_id, data_fingerprint, git_commit, seed, good, metric, value FROM facts "
             "ORDER BY run_id").fetchall()
-        extra = store.sql("SELECT run_id, future_column FROM facts_raw ORDER BY run_id").fetchall()
+        columns = store.sql("SELECT * FROM facts_raw LIMIT 0").columns
 
     assert rows == [
         ("r_new", "d", "g", 1, True, "mean_score", 0.5),
         ("r_old", None, "g", 1, True, "mean_score", 0.5),
         ("r_writer", "w", None, None, None, "mean_score", 0.5),
     ]
-    assert extra == [("r_new", "something new"), ("r_old", None), ("r_writer", None)]
+    # the snapshot keeps the columns of schema v1; a newer writer's extra column is not
+    # needed by any view and is left out rather than widening every table
+    assert "future_column" not in columns
 
 
 def test_the_packaged_sql_files_apply_to_a_tree(tmp_path):

@@ -98,8 +98,9 @@ def test_status_on_an_empty_folder_is_exact_and_writes_nothing(runner: CliRunner
     assert lines[1] == f"tree,root,{root.resolve()}"
     assert "catalog,persisted,no (run `metricsduck init`)" in lines
     assert "sql,V001__sources.sql,pending" in lines
-    assert lines[-6:] == ["data,metric sidecars,0", "data,sample sidecars,0", "data,runs,0",
-                          "data,cohort-runs,0", "data,baseline keys,0", "data,fact rows,0"]
+    assert lines[-7:] == ["data,metric sidecars,0", "data,sample sidecars,0", "data,runs,0",
+                          "data,cohort-runs,0", "data,baseline keys,0", "data,fact rows,0",
+                          "data,bad files,0"]
     assert files_under(root) == []
 
 
