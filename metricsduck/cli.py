@@ -74,6 +74,7 @@ def _store(root: str, config_path: str | None) -> Any:
     from .store import connect
 
     store = connect(root, _config(root, config_path))
+    store.lock_down()  # commands only read the snapshot; the user's SQL cannot touch files
     for path, _, reason in store.bad_files():
         click.echo(f"metricsduck: warning: skipped {path}: {reason}", err=True)
     return store

@@ -146,6 +146,16 @@ class Store:
         return refresh(self, runs=runs, all_runs=all_runs, stage=stage, cohort_files=cohort_files,
                        progress=progress, on_wait=on_wait)
 
+    def lock_down(self) -> None:
+        """Forbid this connection any file access and further setting changes.
+
+        The views read the snapshot tables, so nothing is lost; a user's `sql` query can
+        then neither read nor write files (COPY TO, read_text, ATTACH …) and cannot turn
+        this back on. `reload()` needs file access and is unavailable afterwards.
+        """
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
     def reload(self) -> None:
         """Take a new snapshot of the sidecars and marks (new and changed files appear)."""
         bind_sources(self.con, self.root, self.config, snapshot=True)

@@ -48,7 +48,8 @@ class ReproducibilityTracker:
         self.config = config or load_config()
         started = run_started_at if run_started_at is not None else datetime.now(timezone.utc)
         self.run_started_at = utc_timestamp("run_started_at", started)
-        self.run_id = check_name("run_id", run_id or default_run_id(self.run_started_at))
+        self.run_id = check_name(
+            "run_id", run_id if run_id is not None else default_run_id(self.run_started_at))
 
     def save_cohort(
         self,
