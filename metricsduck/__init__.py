@@ -1,5 +1,6 @@
 """metricsduck: DuckDB views over sidecar Parquet files for ML pipeline metrics and drift."""
 
+from .check import Problem, check
 from .config import Config, load_config
 from .errors import (
     ChecksumMismatchError, ConfigError, InputError, MetricsDuckError, SidecarError,
@@ -12,7 +13,7 @@ from .writer import write_cohort_metrics
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChecksumMismatchError", "Config", "ConfigError", "InputError", "MetricsDuckError",
+    "ChecksumMismatchError", "Config", "Problem", "check", "ConfigError", "InputError", "MetricsDuckError",
     "ReproducibilityTracker", "SidecarError", "SqlFileError", "StorageError", "Store",
     "connect", "init", "load_config", "write_cohort_metrics", "__version__",
 ]

@@ -140,6 +140,29 @@ def status(store: Any, fmt: str, output: str | None) -> None:
 
 @main.command()
 @ROOT
+@config_option
+@output_options
+def check(root: str, config_path: str | None, fmt: str, output: str | None) -> None:
+    """Verify the tree without changing it; exit 1 if anything is wrong.
+
+    Checks the config, the catalog's SQL checksums, every sidecar (readable, schema v1,
+    one cohort-run, identity matching its folders), duplicate cohort-runs, every JSON
+    mirror against its Parquet, orphan drift/trend files and leftover temporary files.
+    Prints one row per problem (path, problem, detail); none prints an empty table / [].
+
+    Example: metricsduck check RESULTS --format json
+    """
+    from .check import check as check_tree
+    from .output import emit
+
+    problems = check_tree(Path(root), config_path)
+    emit(["path", "problem", "detail"], [problem.row() for problem in problems], fmt, output)
+    if problems:
+        sys.exit(int(ExitCode.FINDINGS))
+
+
+@main.command()
+@ROOT
 @click.argument("query")
 @with_store
 @output_options
