@@ -5,6 +5,11 @@ exists, `telemetry_trend.parquet` / `.json`. Per run x stage x view:
 `<VIEW>/telemetry_rollup.parquet` / `.json`; per run x stage: `<STAGE>/telemetry_rollup.*`.
 Files whose bytes would not change are not rewritten, so a second refresh writes nothing;
 a file that cannot be written is reported, never fatal. One refresh of a root at a time.
+
+`stale_runs` judges a run by its drift Parquet files, so those are written last: first the
+rollups, then per cohort the trend files, the drift JSON and finally the drift Parquet. A
+refresh killed at any point leaves each unfinished run stale (a drift Parquet older than
+its inputs, or an output missing), so the next refresh redoes that run.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class RefreshSummary:
         ]
 
     def write(self, path: Path, data: bytes) -> None:
+        """Write one output and count it; a failure is recorded, not raised."""
         try:
             if write_atomic(path, data):
                 self.written += 1
@@ -180,9 +186,9 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         # drift is computed once: a temp table shadows the view for the rollups below
         con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
         try:
+            _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
             if cohort_files:
                 _cohort_files(store, scope, summary, progress)
-            _rollup_files(store, scope, summary)
         finally:
             con.execute("DROP TABLE IF EXISTS temp.drift")
         return summary
@@ -204,20 +210,21 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
     summary.cohorts = len(cohorts)
     for done, (baseline_key, run_id, facts_file, *fingerprints) in enumerate(cohorts, start=1):
         folder = Path(facts_file).parent
-        part = drift.get((baseline_key, run_id))
-        if part is not None:
-            rows = part.to_pylist()
-            summary.write(folder / sidecar_name(prefix, "drift", "parquet"), parquet_bytes(part))
-            document = drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))
-            summary.write(folder / sidecar_name(prefix, "drift", "json"), json_bytes(document))
-            for row in rows:
-                if row["tier"] == "ALERT":
-                    summary.alerts[row["item_kind"]] += 1
         trend = trends.get((baseline_key, run_id))
         if trend is not None:
             summary.write(folder / sidecar_name(prefix, "trend", "parquet"), parquet_bytes(trend))
             summary.write(folder / sidecar_name(prefix, "trend", "json"),
                           json_bytes(trend_mirror(trend.to_pylist())))
+        part = drift.get((baseline_key, run_id))
+        if part is not None:
+            rows = part.to_pylist()
+            document = drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))
+            summary.write(folder / sidecar_name(prefix, "drift", "json"), json_bytes(document))
+            # last: its mtime tells stale_runs that this cohort-run's files are complete
+            summary.write(folder / sidecar_name(prefix, "drift", "parquet"), parquet_bytes(part))
+            for row in rows:
+                if row["tier"] == "ALERT":
+                    summary.alerts[row["item_kind"]] += 1
         if progress:
             progress(done, len(cohorts))
 
