@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .config import Config, load_config
+from .errors import InputError
 from .files import json_bytes, write_atomic
 from .layout import check_name, cohort_dir, derive_cohort_id
 from .writer import encode_metric, utc_timestamp, write_cohort_metrics
@@ -71,6 +72,10 @@ class ReproducibilityTracker:
         config_hash, data_fingerprint, seed) and `good` come from the metadata, and
         `audit_valid` from the audit report's `is_valid`.
         """
+        for key, value in (("metrics", metrics), ("cohort_metadata", cohort_metadata),
+                           ("audit_report", audit_report)):
+            if value is not None and not isinstance(value, Mapping):
+                raise InputError(f"{key} must be a mapping (dict), got {type(value).__name__}")
         metadata = dict(cohort_metadata or {})
         cohort_id = metadata.get("cohort_id") or derive_cohort_id(view, metadata)
         folder = cohort_dir(self.output_dir, stage, view, target, symbol, cohort_id)

@@ -185,3 +185,12 @@ def test_extreme_values_flow_through_the_views_with_the_right_tiers(tmp_path: Pa
     assert distributions["all_nan"][:3] == ("NO_DATA", 0, 0)
     missing = {row for row in scalar if row.endswith(".missing_rate")}
     assert missing == {"huge.missing_rate", "empty.missing_rate", "all_nan.missing_rate"}
+
+
+@pytest.mark.parametrize("argument", ["metrics", "cohort_metadata", "audit_report"])
+def test_save_cohort_rejects_a_non_mapping_naming_the_argument(tmp_path: Path, argument: str) -> None:
+    tracker = metricsduck.ReproducibilityTracker(tmp_path / "run", run_id="r", run_started_at=START)
+    arguments = {"metrics": {"score": 0.5}, "cohort_metadata": {"cohort_id": "c"}, argument: [1, 2]}
+    with pytest.raises(InputError, match=argument):
+        tracker.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", "t", arguments.pop("metrics"), **arguments)
+    assert files_under(tmp_path) == []
