@@ -9,6 +9,7 @@ it was applied to a persisted catalog is an error, never silently re-applied.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any, Iterable
 
 from .config import Config
 from .errors import ChecksumMismatchError, SqlFileError, StorageError
+from .cache import Snapshot, bind_drift, misfits, read_files, sql_string, take_snapshot, typed_empty, unreadable
 from .layout import CACHE_DIR, CATALOG_FILE, sidecar_name
 
 LEDGER_TABLE = "metricsduck_ledger"
@@ -27,14 +29,6 @@ _VIEW_COMMENT = re.compile(
     r"((?:^[ \t]*--[^\n]*\n)+)[ \t]*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)",
     re.IGNORECASE | re.MULTILINE,
 )
-_ARROW_TO_DUCKDB = {
-    "int32": "INTEGER",
-    "int64": "BIGINT",
-    "string": "VARCHAR",
-    "double": "DOUBLE",
-    "bool": "BOOLEAN",
-    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
-}
 
 
 def packaged_sql_dir() -> Path:
@@ -135,17 +129,6 @@ def check_unchanged(migrations: list[Migration], ledger: list[LedgerEntry], cata
 
 # --- building a catalog on a connection ----------------------------------------------------
 
-def _typed_empty(schema: Any) -> str:
-    """`SELECT CAST(NULL AS type) AS col, … WHERE false`: the sidecar schema with no rows."""
-    columns = [f"CAST(NULL AS {_ARROW_TO_DUCKDB[str(f.type)]}) AS {f.name}" for f in schema]
-    columns.append("CAST(NULL AS VARCHAR) AS source_file")
-    return "SELECT " + ", ".join(columns) + " WHERE false"
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 PLACEHOLDER_DIR = "empty"
 
 
@@ -179,103 +162,59 @@ def write_placeholders(root: Path, config: Config) -> None:
         write_atomic(placeholder, parquet_bytes(pa.Table.from_pylist([], schema=schema)))
 
 
-# Columns no row can do without; a file with a NULL in any of them is not a sidecar.
-_REQUIRED = {
-    "facts_raw": ("schema_version", "run_id", "run_started_at", "written_at", "stage", "view",
-                  "target", "cohort_id", "baseline_key", "metric", "kind"),
-    "samples_raw": ("schema_version", "run_id", "run_started_at", "written_at", "stage", "view",
-                    "target", "cohort_id", "baseline_key", "distribution", "n_total", "n_missing"),
-    "marks_raw": ("run_id", "good", "marked_at"),
-}
-SCHEMA_VERSION = 1
-
-
-def _read_files(schema: Any) -> str:
-    """The sidecar columns (plus source_file) of the Parquet files bound as `?`."""
-    columns = ", ".join([f.name for f in schema] + ["source_file"])
-    return (
-        f"SELECT {columns} FROM ({_typed_empty(schema)}\nUNION ALL BY NAME\n"
-        "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false, "
-        "filename = 'source_file'))"
-    )
-
-
-def _load(con: Any, table: str, files: list[str], schema: Any) -> list[tuple[str, str]]:
-    """Insert the rows of `files` into `table`; return `(path, reason)` of the unreadable ones.
-
-    One read for the whole list; if DuckDB rejects it, the list is halved until the bad
-    files are alone, so a few bad files cost a few extra reads, not one read per file.
-    A failed INSERT adds no row.
-    """
+def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]]:
+    """Insert the rows of the mark files into `marks_raw`; return `(path, reason)` of the
+    unreadable ones (the list is halved until each bad file stands alone)."""
     import duckdb
 
     try:
-        con.execute(f"INSERT INTO {table} {_read_files(schema)}", [files])
+        con.execute(f"INSERT INTO marks_raw {read_files(schema)}", [files])
         return []
     except duckdb.Error as exc:
         if len(files) == 1:
-            reason = re.sub(r"^[\w ]*Error: ", "", str(exc).strip().splitlines()[0])
-            reason = reason.replace(f"'{files[0]}'", "").replace("  ", " ").strip()
-            return [(files[0], f"unreadable as a sidecar ({reason}); rewrite or remove it")]
-        middle = len(files) // 2
-        return _load(con, table, files[:middle], schema) + _load(con, table, files[middle:], schema)
+            return [(files[0], unreadable(exc, files[0]))]
+    middle = len(files) // 2
+    return _load_marks(con, files[:middle], schema) + _load_marks(con, files[middle:], schema)
 
 
-def _misfits(con: Any, table: str) -> list[tuple[str, str]]:
-    """Files that were read but are not sidecars this version understands."""
-    required = _REQUIRED[table]
-    missing = ", ".join(f"CASE WHEN bool_or({c} IS NULL) THEN '{c}' END" for c in required)
-    version = (
-        f"CASE WHEN max(schema_version) > {SCHEMA_VERSION} THEN 'schema_version ' || "
-        f"max(schema_version) || ' is newer than this metricsduck reads ({SCHEMA_VERSION}); "
-        "upgrade metricsduck' END" if "schema_version" in required else "NULL"
-    )
-    rows = con.execute(
-        f"SELECT source_file, {version}, concat_ws(', ', {missing}) FROM {table} "
-        "GROUP BY source_file ORDER BY source_file"
-    ).fetchall()
-    bad = []
-    for path, newer, nulls in rows:
-        if newer:
-            bad.append((path, newer))
-        elif nulls:
-            bad.append((path, f"not a metricsduck sidecar: no value for {nulls}; rewrite or remove it"))
-    return bad
-
-
-def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False) -> None:
+def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False,
+                 use_cache: bool = True) -> Snapshot | None:
     """Create `facts_raw`, `samples_raw` and `marks_raw` over the files under `root`.
 
     Each is the typed empty schema UNION ALL BY NAME the files, so an empty tree gives
     empty typed tables and sidecars missing an optional column read as NULL there.
-    With `snapshot`, they are tables read once: a query that references them many times
-    (drift does) scans the files once, and files that cannot be read, or are not
+    With `snapshot`, they are read once (`metricsduck.cache.take_snapshot`, through the
+    compacted cache unless `use_cache` is False): files that cannot be read, or are not
     sidecars, are left out and listed in `bad_files` (path, source, reason) instead of
-    failing the whole tree. Without it they are live views over the glob that see new
-    files on every query (the persisted catalog).
+    failing the whole tree; the snapshot is returned. Without it they are live views over
+    the glob that see new files on every query (the persisted catalog).
     """
-    if snapshot:
-        con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
-    for view, pattern, schema, _ in _sources(root, config):
-        files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
-        if not snapshot:
-            body = _typed_empty(schema)
+    sources = _sources(root, config)
+    if not snapshot:
+        for view, pattern, schema, _ in sources:
+            files = con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0]
+            body = typed_empty(schema)
             if files:
                 body += (
                     "\nUNION ALL BY NAME\nSELECT * FROM read_parquet("
-                    f"{_sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
+                    f"{sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
                     "filename = 'source_file')"
                 )
             con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
-            continue
-        con.execute(f"CREATE OR REPLACE TABLE {view} AS {_typed_empty(schema)}")
-        bad = _load(con, view, files, schema) if files else []
-        misfits = _misfits(con, view)
-        for path, _ in misfits:
-            con.execute(f"DELETE FROM {view} WHERE source_file = ?", [path])
-        if bad or misfits:
-            con.executemany("INSERT INTO bad_files VALUES (?, ?, ?)",
-                            [(path, view, reason) for path, reason in bad + misfits])
+        return None
+    con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
+    taken, bad = take_snapshot(con, root, config, use_cache=use_cache)
+    _, pattern, schema, _ = sources[2]
+    files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
+    con.execute(f"CREATE OR REPLACE TABLE marks_raw AS {typed_empty(schema)}")
+    unread = _load_marks(con, files, schema) if files else []
+    odd = misfits(con, "marks_raw", "marks_raw")
+    for path, _ in odd:
+        con.execute("DELETE FROM marks_raw WHERE source_file = ?", [path])
+    bad += [(path, "marks_raw", reason) for path, reason in unread + odd]
+    if bad:
+        con.executemany("INSERT INTO bad_files VALUES (?, ?, ?)", sorted(bad))
+    return taken
 
 
 def fill_settings(con: Any, config: Config, root: Path) -> None:
@@ -331,32 +270,47 @@ def apply_migration(con: Any, migration: Migration) -> None:
             raise SqlFileError(migration.path, line, message.splitlines()[0]) from None
     for comment, view in _VIEW_COMMENT.findall(migration.text):
         text = " ".join(part.strip().lstrip("-").strip() for part in comment.strip().splitlines())
-        con.execute(f"COMMENT ON VIEW {view} IS {_sql_string(text)}")
+        con.execute(f"COMMENT ON VIEW {view} IS {sql_string(text)}")
 
 
 def build(con: Any, root: Path, config: Config, *, sql_dir: Path | None = None,
-          ledger: list[LedgerEntry] | None = None, snapshot: bool = False) -> list[Migration]:
+          ledger: list[LedgerEntry] | None = None, snapshot: bool = False,
+          use_cache: bool = True) -> Snapshot | None:
     """Bind sources, fill settings and apply every SQL file on `con`; record the ledger.
 
-    Versions already in `ledger` keep their original applied time.
+    Versions already in `ledger` keep their original applied time. Returns the snapshot
+    the sources were read from (`snapshot`), else None.
     """
     migrations = discover(sql_dir)
     con.execute("SET TimeZone = 'UTC'")
     fill_settings(con, config, root)
-    bind_sources(con, root, config, snapshot=snapshot)
+    taken = bind_sources(con, root, config, snapshot=snapshot, use_cache=use_cache)
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (version INTEGER PRIMARY KEY, name VARCHAR, "
         "sha256 VARCHAR, applied_at TIMESTAMPTZ)"
     )
     previous = {entry.version: entry.applied_at for entry in ledger or []}
     now = datetime.now(timezone.utc)
-    for migration in migrations:
-        apply_migration(con, migration)
-        con.execute(
-            f"INSERT OR REPLACE INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)",
-            [migration.version, migration.name, migration.sha256, previous.get(migration.version, now)],
-        )
-    return migrations
+    try:
+        for migration in migrations:
+            apply_migration(con, migration)
+            con.execute(
+                f"INSERT OR REPLACE INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)",
+                [migration.version, migration.name, migration.sha256, previous.get(migration.version, now)],
+            )
+        if taken is not None:
+            bind_drift(con, taken, drift_digest(config, migrations))
+    except BaseException:
+        if taken is not None:
+            taken.close()
+        raise
+    return taken
+
+
+def drift_digest(config: Config, migrations: list[Migration]) -> str:
+    """What every drift row depends on besides the sidecars and marks: the config and the SQL."""
+    text = json.dumps(config.values, sort_keys=True, default=str) + "".join(m.sha256 for m in migrations)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def catalog_path(root: Path) -> Path:

@@ -80,18 +80,15 @@ def _open_store(root: Path, config: Config) -> Any:
     query, and without `connect`'s refusal of a catalog whose SQL changed, which `check`
     reports as a row instead. In memory: nothing is written.
     """
-    import duckdb
+    from .store import Store, new_connection
 
-    from .store import Store
-
-    con = duckdb.connect()
+    store = Store(root, config, new_connection())
     try:
-        con.execute("SET enable_progress_bar = false")
-        bind_sources(con, root, config, snapshot=True)
+        store._take(bind_sources(store.con, root, config, snapshot=True, use_cache=False))
     except BaseException:
-        con.close()
+        store.close()
         raise
-    return Store(root, config, con)
+    return store
 
 
 class _Checker:

@@ -6,10 +6,12 @@ exists, `telemetry_trend.parquet` / `.json`. Per run x stage x view:
 Files whose bytes would not change are not rewritten, so a second refresh writes nothing;
 a file that cannot be written is reported, never fatal. One refresh of a root at a time.
 
-`stale_runs` judges a run by its drift Parquet files, so those are written last: first the
-rollups, then per cohort the trend files, the drift JSON and finally the drift Parquet. A
-refresh killed at any point leaves each unfinished run stale (a drift Parquet older than
-its inputs, or an output missing), so the next refresh redoes that run.
+`stale_runs` judges a cohort-run by the drift the compacted cache holds for it: rows
+stored under the fingerprint of its current inputs (`metricsduck.cache`). A refresh stores
+them last, once every output of its runs is written, so a refresh killed at any point, or
+a sidecar rewritten after the refresh's snapshot, leaves those runs stale and the next
+refresh redoes them. Outputs are written rollups first, then per cohort the trend files,
+the drift JSON and the drift Parquet.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
+from .cache import stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
-from .marks import MARKS_DIR
 from .mirrors import (
     DRIFT_SCHEMA_ID, ROLLUP_STAGE_SCHEMA_ID, ROLLUP_VIEW_SCHEMA_ID, TREND_SCHEMA_ID,
     drift_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror,
@@ -65,41 +67,19 @@ class RefreshSummary:
             self.failed.append((str(path), str(exc)))
 
 
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
 def stale_runs(store: Any) -> list[str]:
-    """Runs with an output missing, or a drift file older than any input it depends on.
-
-    A cohort-run's inputs are its own sidecars and those of every earlier cohort-run of
-    its baseline key, the marks and the config file.
+    """Runs with a cohort-run whose drift the cache does not hold for its current inputs
+    (`cache_fingerprints`: its sidecars and its key's earlier ones, the marks, the config,
+    the SQL), or with an output missing. Without the cache, every run is stale.
     """
     prefix = store.config.prefix
-    global_inputs = [_mtime(Path(store.config.source))] if store.config.source != "<defaults>" else []
-    marks = store.root / CACHE_DIR / MARKS_DIR
-    if marks.is_dir():
-        global_inputs += [_mtime(p) for p in marks.glob("*.parquet")]
-    newest_global = max([m for m in global_inputs if m is not None], default=0.0)
-    rows = store.sql(
-        "SELECT cr.baseline_key, cr.run_id, cr.source_file, s.source_file "
-        "FROM cohort_runs AS cr LEFT JOIN (SELECT DISTINCT baseline_key, run_id, source_file "
-        "FROM samples) AS s USING (baseline_key, run_id) ORDER BY cr.baseline_key, cr.ordinal"
-    ).fetchall()
-    stale: set[str] = set()
-    key, newest_input = None, 0.0
-    for baseline_key, run_id, facts_file, samples_file in rows:
-        if baseline_key != key:
-            key, newest_input = baseline_key, 0.0
-        inputs = [_mtime(Path(facts_file))] + ([_mtime(Path(samples_file))] if samples_file else [])
-        newest_input = max([newest_input] + [m for m in inputs if m is not None])
+    cached = "ANTI JOIN cache_drift USING (baseline_key, run_id)" if store.cached_drift else ""
+    stale = {row[0] for row in store.sql(
+        f"SELECT DISTINCT run_id FROM cache_fingerprints {cached}").fetchall()}
+    outputs = [sidecar_name(prefix, "drift", ext) for ext in ("parquet", "json")]
+    for run_id, facts_file in store.sql("SELECT run_id, source_file FROM cohort_runs").fetchall():
         folder = Path(facts_file).parent
-        drift = _mtime(folder / sidecar_name(prefix, "drift", "parquet"))
-        if (drift is None or drift < max(newest_input, newest_global)
-                or not (folder / sidecar_name(prefix, "drift", "json")).exists()):
+        if run_id not in stale and not all((folder / name).exists() for name in outputs):
             stale.add(run_id)
     rollups = [sidecar_name(prefix, "rollup", ext) for ext in ("parquet", "json")]
     for run_id, view_dir in store.sql("SELECT run_id, view_dir FROM view_dirs").fetchall():
@@ -177,21 +157,75 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
             selected = stale_runs(store)
         summary = RefreshSummary(runs=selected)
         if not selected:
+            _publish(store, summary)
             return summary
         con = store.con
         con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
                     "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [selected, stage])
         scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
                  "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
-        # drift is computed once: a temp table shadows the view for the rollups below
-        con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
         try:
+            if not all_runs:
+                _narrow_samples(store, scope)
+            # drift is computed once: a temp table shadows the view for the rollups below
+            con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
             _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
             if cohort_files:
                 _cohort_files(store, scope, summary, progress)
+                if not summary.failed:  # only then are these cohort-runs' outputs complete
+                    stage_drift(con, store._snapshot, "temp.drift")
+            _publish(store, summary)
         finally:
             con.execute("DROP TABLE IF EXISTS temp.drift")
+            _widen_samples(store)
         return summary
+
+
+def _publish(store: Any, summary: RefreshSummary) -> None:
+    """Update the compacted cache; failing to is reported, the outputs are written anyway."""
+    try:
+        store.update_cache()
+    except StorageError as exc:
+        summary.failed.append((str(store.root / CACHE_DIR), str(exc)))
+
+
+def _narrow_samples(store: Any, scope: str) -> None:
+    """Shadow `samples_raw` with the samples the refreshed cohort-runs compare: their own
+    and their baselines'. Samples are most of the data, so this keeps the work of refreshing
+    a run in proportion to the run and its baselines, not to the whole history; the run
+    filter is a constant list, which the Parquet scan checks against row-group statistics.
+    """
+    from .cache import sql_string
+
+    needed = store.sql(
+        f"SELECT baseline_key, run_id FROM cohort_runs WHERE {scope} UNION "
+        f"SELECT baseline_key, baseline_run_id FROM baselines WHERE {scope}"
+    ).fetchall()
+    runs = sorted({run_id for _, run_id in needed})
+    store.con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs (baseline_key VARCHAR, run_id VARCHAR)")
+    if needed:
+        store.con.executemany("INSERT INTO refresh_pairs VALUES (?, ?)", needed)
+    listed = ", ".join(map(sql_string, runs)) or "NULL"
+    store.con.execute(f"ALTER {_kind(store, 'samples_raw')} samples_raw RENAME TO samples_all")
+    store.con.execute(
+        "CREATE VIEW samples_raw AS SELECT * FROM samples_all "
+        f"WHERE run_id IN ({listed}) AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM refresh_pairs)"
+    )
+
+
+def _widen_samples(store: Any) -> None:
+    """Undo `_narrow_samples`."""
+    if _kind(store, "samples_all"):
+        store.con.execute("DROP VIEW IF EXISTS samples_raw")
+        store.con.execute(f"ALTER {_kind(store, 'samples_all')} samples_all RENAME TO samples_raw")
+
+
+def _kind(store: Any, name: str) -> str | None:
+    """'VIEW' or 'TABLE' for a relation of the main schema, None if there is none."""
+    rows = store.con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+        [name]).fetchall()
+    return ("VIEW" if rows[0][0] == "VIEW" else "TABLE") if rows else None
 
 
 def _cohort_files(store: Any, scope: str, summary: RefreshSummary,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cache import Snapshot
 from .catalog import (
     bind_sources, build, catalog_path, check_unchanged, discover, init_catalog, migration_states, read_ledger,
 )
@@ -29,11 +30,25 @@ class Store:
     (`.df()`, `.arrow()`, `.pl()`, `.fetchall()`). Parameters are bound, never pasted.
     """
 
-    def __init__(self, root: Path, config: Config, con: Any, sql_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, config: Config, con: Any, sql_dir: Path | None = None,
+                 snapshot: Snapshot | None = None) -> None:
         self.root = root
         self.config = config
         self.con = con
         self.sql_dir = sql_dir
+        self._snapshot: Snapshot | None = None
+        self._cleanup: Any = None
+        self._locked = False
+        self._take(snapshot)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        """Hold `snapshot` (its staged segments are removed with the store, or at exit)."""
+        import weakref
+
+        if self._cleanup is not None:
+            self._cleanup()
+        self._snapshot = snapshot
+        self._cleanup = weakref.finalize(self, snapshot.close) if snapshot is not None else None
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         return self.con.sql(query, params=params)
@@ -57,6 +72,8 @@ class Store:
         rows += [("data", name, str(value)) for name, value in zip(names, counts)]
         bad = self.bad_files()
         rows.append(("data", "bad files", str(len(bad))))
+        if self._snapshot is not None:
+            rows += self._snapshot.status()
         rows += [("bad file", path, reason) for path, _, reason in bad]
         return rows
 
@@ -117,6 +134,113 @@ class Store:
                   "CASE WHEN measure = 'worst_item' THEN value END, metric, baseline_kind",
         )
 
+    def psi_bins(self, *, stage: str | None = None, view: str | None = None,
+                 target: str | None = None, symbol: str | None = None,
+                 baseline_key: str | None = None, baseline: str | None = None,
+                 run: str | None = None, distribution: str | None = None) -> Any:
+        """The PSI bins behind each distribution's PSI (a DuckDB relation), one row per
+        cohort-run x baseline kind x distribution x bin, in bin order.
+
+        Columns: the cohort-run's identity, `baseline_kind`, `baseline_run_id` (NULL for
+        rolling, which pools `baseline_runs` runs), `distribution`, `bin` (0 = lowest),
+        `lower_edge` (NULL for the first bin) and `upper_edge` (NULL for the last) of the
+        right-closed bin, `n` and `m` (finite values now and in the baseline), each side's
+        count and share, and `contribution`; the contributions of a distribution sum to its
+        `psi` in `drift`. Filters are equalities as in `drift` (`baseline` is the baseline
+        kind, `run` a run id or 'latest') plus `baseline_key` and `distribution`.
+        """
+        return self._pair_query(
+            "SELECT picked.* EXCLUDE (pair_id), b.bin, b.lower_edge, b.upper_edge, "
+            "b.n, b.m, b.baseline_count, b.current_count, b.baseline_share, b.current_share, "
+            "b.contribution "
+            "FROM two_sample_bins('psi_source') AS b JOIN picked USING (pair_id, distribution) "
+            "ORDER BY run_started_at DESC, run_id, baseline_key, baseline_kind, distribution, bin",
+            stage=stage, view=view, target=target, symbol=symbol, baseline_key=baseline_key,
+            baseline=baseline, run=run, distribution=distribution,
+        )
+
+    def ecdf(self, *, stage: str | None = None, view: str | None = None,
+             target: str | None = None, symbol: str | None = None,
+             baseline_key: str | None = None, baseline: str | None = None,
+             run: str | None = None, distribution: str | None = None) -> Any:
+        """Both empirical CDFs behind each KS statistic (a DuckDB relation): one row per
+        cohort-run x baseline kind x distribution x distinct finite value of either side.
+
+        `current_cdf` is the share of the current values <= `value` (right-continuous) and
+        `baseline_cdf` the same for the baseline values (pooled for rolling); the largest
+        `abs(current_cdf - baseline_cdf)` of a distribution is its `ks_d` in `drift`.
+        `current_count` / `baseline_count` are the values equal to `value`, `n` and `m`
+        each side's finite values (a side without any has NULL CDFs). Filters as in
+        `psi_bins`.
+        """
+        return self._pair_query(
+            "SELECT picked.* EXCLUDE (pair_id), c.value, CAST(c.n AS BIGINT) AS n, "
+            "CAST(c.m AS BIGINT) AS m, "
+            "c.current_count, c.baseline_count, "
+            "CASE WHEN c.n > 0 THEN c.current_cumulative / c.n END AS current_cdf, "
+            "CASE WHEN c.m > 0 THEN c.baseline_cumulative / c.m END AS baseline_cdf "
+            "FROM ("
+            "  SELECT *,"
+            "    sum(current_count) OVER w AS current_cumulative,"
+            "    sum(baseline_count) OVER w AS baseline_cumulative,"
+            "    sum(current_count) OVER whole AS n,"
+            "    sum(baseline_count) OVER whole AS m"
+            "  FROM ("
+            "    SELECT pair_id, distribution, value,"
+            "      count(*) FILTER (WHERE side = 'current') AS current_count,"
+            "      count(*) FILTER (WHERE side = 'baseline') AS baseline_count"
+            "    FROM psi_source WHERE value IS NOT NULL"
+            "    GROUP BY pair_id, distribution, value"
+            "  )"
+            "  WINDOW w AS (PARTITION BY pair_id, distribution ORDER BY value"
+            "               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),"
+            "    whole AS (PARTITION BY pair_id, distribution)"
+            ") AS c JOIN picked USING (pair_id, distribution) "
+            "ORDER BY run_started_at DESC, run_id, baseline_key, baseline_kind, distribution, value",
+            stage=stage, view=view, target=target, symbol=symbol, baseline_key=baseline_key,
+            baseline=baseline, run=run, distribution=distribution,
+        )
+
+    def _pair_query(self, select: str, *, stage: str | None, view: str | None,
+                    target: str | None, symbol: str | None, baseline_key: str | None,
+                    baseline: str | None, run: str | None, distribution: str | None) -> Any:
+        """`select` run over the compared cohort-run x baseline kind x distribution triples
+        that match the filters (as `picked`: identity columns, distribution and pair_id;
+        only distributions the cohort-run has) and their `distribution_values` (as
+        `psi_source`).
+
+        The pairs are filtered before any statistic is computed: the `psi_bins` view
+        computes the bins of every pair in the tree and only then filters, which costs
+        seconds per call on a demo tree. `two_sample_bins('psi_source')` is that view's own
+        definition applied to the picked pairs alone (tests hold the two equal).
+        """
+        filters = {"stage": stage, "view": view, "target": target, "symbol": symbol,
+                   "baseline_key": baseline_key, "baseline": baseline, "run": run,
+                   "distribution": distribution}
+        for name, value in filters.items():
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+        check_choice("baseline", baseline, BASELINE_KINDS)
+        pairs = (
+            "(SELECT c.stage, c.view, c.target, c.symbol, p.baseline_key, p.run_id, c.run_started_at, "
+            "p.baseline_kind, p.baseline_run_id, p.baseline_runs, d.distribution, p.pair_id "
+            "FROM baseline_summary AS p JOIN cohort_runs AS c USING (baseline_key, run_id) "
+            "JOIN (SELECT DISTINCT baseline_key, run_id, distribution FROM samples) AS d "
+            "USING (baseline_key, run_id)) AS pairs"
+        )
+        picked = self._filtered(
+            pairs,
+            {"stage": stage, "view": view, "target": target, "symbol": symbol,
+             "baseline_key": baseline_key, "baseline_kind": baseline, "distribution": distribution},
+            tier=None, run=run, order="pair_id, distribution",
+        )
+        return picked.query(
+            "picked",
+            "WITH psi_source AS (SELECT dv.pair_id, dv.distribution, dv.side, dv.value "
+            "FROM distribution_values AS dv SEMI JOIN picked USING (pair_id, distribution)) "
+            + select,
+        )
+
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
                   order: str) -> Any:
         """`SELECT * FROM view` with equality filters on known columns; values are bound."""
@@ -141,10 +265,31 @@ class Store:
                 stage: str | None = None, cohort_files: bool = True, progress: Any = None,
                 on_wait: Any = None) -> Any:
         """Write drift, trend and rollup files into the tree (`metricsduck.refresh.refresh`)."""
+        from .cache import bind_drift
+        from .catalog import drift_digest
         from .refresh import refresh
 
-        return refresh(self, runs=runs, all_runs=all_runs, stage=stage, cohort_files=cohort_files,
-                       progress=progress, on_wait=on_wait)
+        summary = refresh(self, runs=runs, all_runs=all_runs, stage=stage, cohort_files=cohort_files,
+                          progress=progress, on_wait=on_wait)
+        if self._snapshot is not None and not self._locked:  # serve what was just computed
+            bind_drift(self.con, self._snapshot, drift_digest(self.config, discover(self.sql_dir)))
+        return summary
+
+    @property
+    def cached_drift(self) -> bool:
+        """Whether `drift` reads back the drift rows the compacted cache holds."""
+        return self._snapshot is not None and self._snapshot.use_cache
+
+    def update_cache(self) -> bool:
+        """Make this store's snapshot the tree's compacted cache (ROOT/.metricsduck/cache/).
+
+        `refresh` calls it under its lock; returns False when the cache already matched.
+        """
+        from .cache import publish
+
+        if self._snapshot is None or not self._snapshot.use_cache:
+            return False
+        return publish(self._snapshot)
 
     def lock_down(self) -> None:
         """Forbid this connection any file access and further setting changes.
@@ -153,21 +298,44 @@ class Store:
         then neither read nor write files (COPY TO, read_text, ATTACH …) and cannot turn
         this back on. `reload()` needs file access and is unavailable afterwards.
         """
+        if self._snapshot is not None:  # the sample segments are read lazily, and only they
+            self.con.execute("SET allowed_paths = ?", [self._snapshot.files()])
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
+        self._locked = True
 
     def reload(self) -> None:
         """Take a new snapshot of the sidecars and marks (new and changed files appear)."""
-        bind_sources(self.con, self.root, self.config, snapshot=True)
+        from .cache import bind_drift
+        from .catalog import drift_digest
+
+        taken = bind_sources(self.con, self.root, self.config, snapshot=True,
+                             use_cache=self._snapshot is None or self._snapshot.use_cache)
+        self._take(taken)
+        bind_drift(self.con, taken, drift_digest(self.config, discover(self.sql_dir)))
 
     def close(self) -> None:
         self.con.close()
+        self._take(None)
 
     def __enter__(self) -> "Store":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def new_connection() -> Any:
+    """An in-memory DuckDB connection that prints no progress bar and spills to the temp dir."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")  # it writes to stderr even without a terminal
+    except duckdb.InvalidInputException:
+        pass  # inside Jupyter without ipywidgets DuckDB refuses any progress-bar setting
+    con.execute(f"SET temp_directory = '{_spill_dir()}'")
+    return con
 
 
 def _spill_dir() -> str:
@@ -177,13 +345,17 @@ def _spill_dir() -> str:
     return str(Path(tempfile.gettempdir()) / "metricsduck-spill").replace("'", "''")
 
 
-def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None) -> Store:
+def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,
+            use_cache: bool = True) -> Store:
     """Open a store over the tree at `root` (which may be empty or missing).
 
     Views are built in memory over a snapshot of the sidecars taken now (call
     `store.reload()` to see files written since), so several processes can query one
-    tree at once. If the tree has a persisted catalog, its ledger is checked first: an
-    applied SQL file that has since been edited is an error.
+    tree at once. Sidecars already in the compacted cache (ROOT/.metricsduck/cache/,
+    kept by `refresh`) are read from it, the rest from the tree; `use_cache=False` reads
+    every sidecar. The cache is only read here, never written. If the tree has a
+    persisted catalog, its ledger is checked first: an applied SQL file that has since
+    been edited is an error.
     """
     import duckdb
 
@@ -192,15 +364,14 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     migrations = discover(sql_dir)
     path = catalog_path(root)
     check_unchanged(migrations, read_ledger(path), path)
-    con = duckdb.connect()
+    store = Store(root, config, new_connection(), sql_dir)
+    con = store.con
     try:
-        con.execute("SET enable_progress_bar = false")
-        con.execute(f"SET temp_directory = '{_spill_dir()}'")
-        build(con, root, config, sql_dir=sql_dir, snapshot=True)
+        store._take(build(con, root, config, sql_dir=sql_dir, snapshot=True, use_cache=use_cache))
     except BaseException:
-        con.close()
+        store.close()
         raise
-    return Store(root, config, con, sql_dir)
+    return store
 
 
 def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None) -> Path:

@@ -268,10 +268,6 @@ def test_concurrent_writers_while_refresh_loops(tmp_path: Path) -> None:
           f"raw_glob_reads={raw.reads} wall={wall:.1f}s")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: refresh computes from the store's snapshot but stamps its outputs with the time "
-    "it writes them, so a sidecar rewritten after the snapshot looks refreshed; see "
-    "docs/reliability.md"))
 def test_a_cohort_rewritten_during_a_refresh_is_refreshed_again_by_the_next_one(pending, tmp_path: Path) -> None:
     base, _, _, _ = pending
     root = tmp_path / "tree"

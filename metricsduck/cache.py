@@ -1,0 +1,648 @@
+"""The compacted cache under ROOT/.metricsduck/cache/: rows of sidecars already read.
+
+Reading thousands of tiny Parquet files costs per file, so the rows of every sidecar read
+once are kept in a few large Parquet *segments*, and a manifest remembers each sidecar's
+(path, size, mtime) with the segment that holds its rows, or why it is bad. A snapshot
+then costs one stat walk of the tree: sidecars whose stat matches the manifest are served
+from the segments, new and changed ones are read by explicit file list into a segment of
+their own (staged in a private temp folder), and deleted ones drop out, exactly their rows.
+
+Only `refresh` publishes into the cache (under its lock); query commands read it and stage
+what is new themselves. The cache is derived: deleting it loses nothing, and a manifest
+or segment that does not match what it recorded is ignored, never trusted.
+
+Segments hold the rows in path order, which groups them by run tree and, within a run, by
+stage/view/target: the baseline key. A refresh that reads one run touches the row groups
+of that run only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .config import Config
+from .errors import StorageError
+from .layout import CACHE_DIR, sidecar_name
+from .writer import SCHEMA_VERSION
+
+CACHE_SUBDIR = "cache"
+MANIFEST_FILE = "manifest.parquet"
+MANIFEST_SCHEMA_ID = "metricsduck/cache-manifest/v1"
+SEGMENTS_KEY = b"metricsduck.segments"
+RETIRED_KEY = b"metricsduck.retired"
+SOURCES = ("facts_raw", "samples_raw")
+DRIFT_SOURCE = "drift"
+DRIFT_INDEX_FILE = "drift_index.parquet"
+RETIRED_GRACE_S = 3600  # a retired segment may still be read by an open store for a while
+MAX_SEGMENTS = 32  # per source; beyond it, a publish merges the live rows into one segment
+
+# Columns no row can do without; a file with a NULL in any of them is not a sidecar.
+REQUIRED = {
+    "facts_raw": ("schema_version", "run_id", "run_started_at", "written_at", "stage", "view",
+                  "target", "cohort_id", "baseline_key", "metric", "kind"),
+    "samples_raw": ("schema_version", "run_id", "run_started_at", "written_at", "stage", "view",
+                    "target", "cohort_id", "baseline_key", "distribution", "n_total", "n_missing"),
+    "marks_raw": ("run_id", "good", "marked_at"),
+}
+
+
+def cache_dir(root: Path) -> Path:
+    return Path(root) / CACHE_DIR / CACHE_SUBDIR
+
+
+_ARROW_TO_DUCKDB = {
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "string": "VARCHAR",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+}
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def typed_empty(schema: Any) -> str:
+    """`SELECT CAST(NULL AS type) AS col, … WHERE false`: the sidecar schema with no rows."""
+    columns = [f"CAST(NULL AS {_ARROW_TO_DUCKDB[str(f.type)]}) AS {f.name}" for f in schema]
+    columns.append("CAST(NULL AS VARCHAR) AS source_file")
+    return "SELECT " + ", ".join(columns) + " WHERE false"
+
+
+def walk(root: Path, names: dict[str, str]) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, str]]]:
+    """Stat every sidecar under `root` (resolved): `(relative path, source, size, mtime_ns)`.
+
+    `names` maps a sidecar file name to its source table. metricsduck's own folder is
+    skipped; a folder that cannot be listed is returned as `(path, reason)`.
+    """
+    found, unlisted = [], []
+    start = len(str(root)) + 1
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name != CACHE_DIR:
+                            stack.append(entry.path)
+                    elif entry.name in names:
+                        try:
+                            stat = entry.stat()
+                        except OSError:
+                            continue  # deleted since the listing: it is gone
+                        found.append((entry.path[start:], names[entry.name], stat.st_size, stat.st_mtime_ns))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # no tree yet, or a folder deleted since it was listed: nothing to read
+        except OSError as exc:
+            unlisted.append((folder, f"cannot list this folder ({exc.strerror}); its sidecars are left out"))
+    found.sort()
+    return found, unlisted
+
+
+# --- the manifest ----------------------------------------------------------------------------
+
+class Entry(NamedTuple):
+    """One sidecar as the manifest knows it: its stat, the segment holding its rows (None if
+    bad) or why it is bad, and the cohort-run it holds (which drift fingerprints follow)."""
+
+    path: str  # relative to the root
+    source: str
+    size: int
+    mtime_ns: int
+    segment: str | None
+    reason: str | None
+    baseline_key: str | None
+    run_id: str | None
+
+
+class DriftEntry(NamedTuple):
+    """The materialised drift rows of one cohort-run: computed from inputs with `fingerprint`."""
+
+    baseline_key: str
+    run_id: str
+    fingerprint: str
+    segment: str
+
+
+@dataclass
+class Segment:
+    """One Parquet file of cached rows: `files` sidecars' (or drift cohort-runs') rows."""
+
+    name: str
+    source: str
+    files: int
+    size: int
+    mtime_ns: int
+
+
+def segment_name(source: str) -> str:
+    """A new segment's file name; names sort in the order segments were made."""
+    return f"{source}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _schema(kind: type) -> Any:
+    import pyarrow as pa
+
+    types = {"size": pa.int64(), "mtime_ns": pa.int64()}
+    return pa.schema([pa.field(name, types.get(name, pa.string())) for name in kind._fields])
+
+
+def _read_listing(folder: Path, name: str, kind: type) -> tuple[list, dict[str, Segment]] | None:
+    """The rows and segments of one listing file (the manifest or the drift index), or None.
+
+    A listing of another version, or naming a segment that is missing or differs in size or
+    mtime from what it recorded (a partial copy, a hand edit), is not trusted: the cache is
+    derived, so it is rebuilt instead.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(folder / name).read()
+        metadata = table.schema.metadata or {}
+        if metadata.get(b"metricsduck.schema") != MANIFEST_SCHEMA_ID.encode():
+            return None
+        segments = {s["name"]: Segment(**s) for s in json.loads(metadata[SEGMENTS_KEY])}
+        for segment in segments.values():
+            stat = (folder / segment.name).stat()
+            if (stat.st_size, stat.st_mtime_ns) != (segment.size, segment.mtime_ns):
+                return None
+        rows = [kind(*row.values()) for row in table.cast(_schema(kind)).to_pylist()]
+        return rows, segments
+    except Exception:
+        return None
+
+
+def _write_listing(folder: Path, name: str, rows: list, kind: type, segments: list[Segment],
+                   retired: dict[str, float]) -> None:
+    import pyarrow as pa
+
+    from .files import parquet_bytes, write_atomic
+
+    table = pa.Table.from_pylist([row._asdict() for row in sorted(rows)], schema=_schema(kind))
+    write_atomic(folder / name, parquet_bytes(table.replace_schema_metadata({
+        b"metricsduck.schema": MANIFEST_SCHEMA_ID.encode(),
+        SEGMENTS_KEY: json.dumps([vars(s) for s in segments]).encode(),
+        RETIRED_KEY: json.dumps(retired, sort_keys=True).encode(),
+    })))
+
+
+# --- a snapshot ------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """What one snapshot of the tree reads: segments (cached and freshly staged) and bad files.
+
+    `stage_dir` is the private temp folder of the segments staged for this snapshot
+    (removed by `close`); `bound` the segment files the views read lazily.
+    """
+
+    root: Path
+    stage_dir: Path
+    use_cache: bool = True
+    segments: dict[str, Segment] = field(default_factory=dict)  # name -> segment (cached + staged)
+    staged: set[str] = field(default_factory=set)
+    entries: list[Entry] = field(default_factory=list)
+    drift: list[DriftEntry] = field(default_factory=list)  # valid for this snapshot's inputs
+    stale: int = 0  # cohort-runs whose drift the cache does not hold
+    bound: list[str] = field(default_factory=list)
+
+    def segment_path(self, name: str) -> Path:
+        return (self.stage_dir if name in self.staged else cache_dir(self.root)) / name
+
+    def files(self) -> list[str]:
+        """Every file the snapshot's views read lazily (to allow them on a locked connection)."""
+        return list(self.bound)
+
+    def status(self) -> list[tuple[str, str, str]]:
+        """`(section, item, value)` rows: how much of this snapshot the cache served."""
+        if not self.use_cache:
+            return [("cache", "used", "no")]
+        good = [e for e in self.entries if e.reason is None]
+        staged = sum(1 for e in good if e.segment in self.staged)
+        return [
+            ("cache", "folder", str(cache_dir(self.root))),
+            ("cache", "sidecars read from the cache", str(len(good) - staged)),
+            ("cache", "sidecars read from the tree", str(staged)),
+            ("cache", "cohort-runs with drift cached", str(len(self.drift))),
+            ("cache", "cohort-runs to refresh", str(self.stale)),
+        ]
+
+    def close(self) -> None:
+        shutil.rmtree(self.stage_dir, ignore_errors=True)
+
+
+def read_files(schema: Any) -> str:
+    """The sidecar columns (plus source_file) of the Parquet files bound as `?`, each cast
+    to its sidecar type: a file whose values do not fit (text in `value`) fails the read."""
+    columns = ", ".join([f"CAST({f.name} AS {_ARROW_TO_DUCKDB[str(f.type)]}) AS {f.name}" for f in schema]
+                        + ["source_file"])
+    return (
+        f"SELECT {columns} FROM ({typed_empty(schema)}\nUNION ALL BY NAME\n"
+        "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false, "
+        "filename = 'source_file'))"
+    )
+
+
+def unreadable(exc: Exception, path: str) -> str:
+    reason = re.sub(r"^[\w ]*Error: ", "", str(exc).strip().splitlines()[0])
+    reason = reason.replace(f"'{path}'", "").replace(f'"{path}"', "").replace("  ", " ").strip()
+    return f"unreadable as a sidecar ({reason}); rewrite or remove it"
+
+
+def _copy_to(con: Any, query: str, target: Path, params: list | None = None) -> None:
+    con.execute(f"COPY ({query}) TO {sql_string(str(target))} "
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)", params)
+
+
+def _stage(con: Any, files: list[str], schema: Any, dest: Path, source: str,
+           strip: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """Copy the rows of `files` into new segments under `dest`; return their names and the
+    `(path, reason)` of files DuckDB cannot read.
+
+    One read for the whole list; if DuckDB rejects it, the list is halved until the bad
+    files are alone, so a few bad files cost a few extra reads, not one read per file.
+    `source_file` is stored relative to the root (its first `strip` characters dropped),
+    so the cache does not depend on where the tree lives.
+    """
+    import duckdb
+
+    name = segment_name(source)
+    query = f"SELECT * REPLACE (substr(source_file, {strip + 1}) AS source_file) FROM ({read_files(schema)})"
+    try:
+        _copy_to(con, query, dest / name, [files])
+        return [name], []
+    except duckdb.Error as exc:
+        (dest / name).unlink(missing_ok=True)
+        if len(files) == 1:
+            return [], [(files[0], unreadable(exc, files[0]))]
+    middle = len(files) // 2
+    names_a, bad_a = _stage(con, files[:middle], schema, dest, source, strip)
+    names_b, bad_b = _stage(con, files[middle:], schema, dest, source, strip)
+    return names_a + names_b, bad_a + bad_b
+
+
+def misfits(con: Any, relation: str, source: str, params: list | None = None) -> list[tuple[str, str]]:
+    """`(source_file, reason)` of the files in `relation` that are not sidecars this version
+    understands: a NULL in a required column, or a newer schema_version."""
+    required = REQUIRED[source]
+    missing = ", ".join(f"CASE WHEN bool_or({c} IS NULL) THEN '{c}' END" for c in required)
+    version = (
+        f"CASE WHEN max(schema_version) > {SCHEMA_VERSION} THEN 'schema_version ' || "
+        f"max(schema_version) || ' is newer than this metricsduck reads ({SCHEMA_VERSION}); "
+        "upgrade metricsduck' END" if "schema_version" in required else "NULL"
+    )
+    rows = con.execute(
+        f"SELECT source_file, {version}, concat_ws(', ', {missing}) FROM {relation} "
+        "GROUP BY source_file ORDER BY source_file", params
+    ).fetchall()
+    bad = []
+    for path, newer, nulls in rows:
+        if newer:
+            bad.append((path, newer))
+        elif nulls:
+            bad.append((path, f"not a metricsduck sidecar: no value for {nulls}; rewrite or remove it"))
+    return bad
+
+
+def take_snapshot(con: Any, root: Path, config: Config, *,
+                  use_cache: bool = True) -> tuple[Snapshot, list[tuple[str, str, str]]]:
+    """Bind `facts_raw` (a table) and `samples_raw` (a view over Parquet segments) on `con`.
+
+    Sidecars the cache already holds unchanged are read from its segments; the rest are
+    read by explicit file list into segments staged in a private temp folder. Returns the
+    snapshot and the `(path, source, reason)` of every file left out.
+    """
+    from .writer import metrics_schema, samples_schema
+
+    root = Path(root).resolve()
+    prefix = str(root)
+    schemas = {"facts_raw": metrics_schema(), "samples_raw": samples_schema()}
+    names = {sidecar_name(config.prefix, "metrics", "parquet"): "facts_raw",
+             sidecar_name(config.prefix, "samples", "parquet"): "samples_raw"}
+    found, unlisted = walk(root, names)
+    snapshot = Snapshot(root, Path(tempfile.mkdtemp(prefix="metricsduck-snapshot-")), use_cache)
+    try:
+        bad = [(path, "tree", reason) for path, reason in unlisted]
+        previous: dict[tuple[str, str], Entry] = {}
+        cached = _read_listing(cache_dir(root), MANIFEST_FILE, Entry) if use_cache else None
+        if cached is not None:
+            rows, segments = cached
+            previous = {(entry.path, entry.source): entry for entry in rows}
+            snapshot.segments.update(segments)
+        fresh: dict[str, list[tuple[str, int, int]]] = {source: [] for source in SOURCES}
+        for path, source, size, mtime_ns in found:
+            known = previous.get((path, source))
+            if (known is not None and (known.size, known.mtime_ns) == (size, mtime_ns)
+                    and (known.segment is None or known.segment in snapshot.segments)):
+                snapshot.entries.append(known)
+                if known.reason is not None:
+                    bad.append((f"{prefix}/{path}", source, known.reason))
+            else:
+                fresh[source].append((path, size, mtime_ns))
+        for source in SOURCES:
+            if fresh[source]:
+                bad += _stage_fresh(con, snapshot, source, fresh[source], schemas[source], prefix)
+        drift = _read_listing(cache_dir(root), DRIFT_INDEX_FILE, DriftEntry) if use_cache else None
+        if drift is not None:
+            snapshot.drift, segments = drift
+            snapshot.segments.update(segments)
+        _prune(snapshot)
+        _bind(con, snapshot, schemas, prefix)
+    except BaseException:
+        snapshot.close()
+        raise
+    return snapshot, bad
+
+
+def _prune(snapshot: Snapshot) -> None:
+    """Forget segments that no live sidecar or drift entry refers to any more."""
+    used = {e.segment for e in snapshot.entries} | {d.segment for d in snapshot.drift}
+    snapshot.segments = {n: s for n, s in snapshot.segments.items() if n in used}
+
+
+def _stage_fresh(con: Any, snapshot: Snapshot, source: str, fresh: list[tuple[str, int, int]],
+                 schema: Any, prefix: str) -> list[tuple[str, str, str]]:
+    """Read new and changed sidecars into staged segments; record them in the snapshot."""
+    paths = [f"{prefix}/{path}" for path, _, _ in fresh]
+    staged, unread = _stage(con, paths, schema, snapshot.stage_dir, source, len(prefix) + 1)
+    reasons = {path[len(prefix) + 1:]: reason for path, reason in unread}
+    holds: dict[str, tuple[str, str | None, str | None]] = {}  # path -> segment, key, run
+    for name in staged:
+        location = str(snapshot.stage_dir / name)
+        reasons.update(misfits(con, "read_parquet(?)", source, [location]))
+        rows = con.execute("SELECT source_file, min(baseline_key), min(run_id) FROM read_parquet(?) "
+                           "GROUP BY source_file", [location]).fetchall()
+        holds.update((path, (name, key, run)) for path, key, run in rows)
+        stat = (snapshot.stage_dir / name).stat()
+        snapshot.segments[name] = Segment(name, source, len(rows), stat.st_size, stat.st_mtime_ns)
+        snapshot.staged.add(name)
+    for path, size, mtime_ns in fresh:
+        reason = reasons.get(path)
+        if reason is not None:
+            snapshot.entries.append(Entry(path, source, size, mtime_ns, None, reason, None, None))
+        elif path in holds:  # a file with no rows holds nothing to read
+            segment, key, run = holds[path]
+            snapshot.entries.append(Entry(path, source, size, mtime_ns, segment, None, key, run))
+    return [(f"{prefix}/{path}", source, reason) for path, reason in sorted(reasons.items())]
+
+
+def _segment_reads(snapshot: Snapshot, source: str, live: dict[str, int], columns: str,
+                   filter_sql: str) -> list[str]:
+    """SELECTs over the segments of `source`: whole where every row is live, else filtered."""
+    mine = sorted(n for n, s in snapshot.segments.items() if s.source == source)
+    whole = [str(snapshot.segment_path(n)) for n in mine if live.get(n) == snapshot.segments[n].files]
+    partial = [str(snapshot.segment_path(n)) for n in mine if live.get(n, 0) < snapshot.segments[n].files]
+    snapshot.bound += whole + partial
+    read = f"SELECT {columns} FROM read_parquet([{{}}], filename = 'segment_file')"
+    parts = [read.format(", ".join(map(sql_string, whole)))] if whole else []
+    if partial:
+        parts.append(read.format(", ".join(map(sql_string, partial))) + f" WHERE {filter_sql}")
+    return parts
+
+
+def _create_from(con: Any, name: str, rows: Any, query: str) -> None:
+    """`CREATE OR REPLACE TABLE name AS query`, where the query reads the Arrow table as `rows`."""
+    con.register("rows", rows)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS {query}")
+    finally:
+        con.unregister("rows")
+
+
+def _bind(con: Any, snapshot: Snapshot, schemas: dict[str, Any], prefix: str) -> None:
+    """`facts_raw` as a table and `samples_raw` as a view over the live rows of the segments.
+
+    A segment whose every file is still live is read whole; one holding rows of changed,
+    deleted or bad files is filtered to the rows of its live files (`cache_live`: each live
+    sidecar with the one segment that holds its current rows).
+    """
+    import pyarrow as pa
+
+    live = [e for e in snapshot.entries if e.reason is None]
+    located = pa.Table.from_pylist([e._asdict() for e in live], schema=_schema(Entry)).append_column(
+        "segment_file", pa.array([str(snapshot.segment_path(e.segment)) for e in live], pa.string()))
+    _create_from(con, "cache_live", located, "SELECT path AS source_file, * EXCLUDE (path) FROM rows")
+    counts: dict[str, int] = {}
+    for entry in live:
+        counts[entry.segment] = counts.get(entry.segment, 0) + 1
+    snapshot.bound = []
+    for source, kind in (("facts_raw", "TABLE"), ("samples_raw", "VIEW")):
+        schema = schemas[source]
+        columns = ", ".join(f.name for f in schema) + f", {sql_string(prefix + '/')} || source_file AS source_file"
+        parts = [typed_empty(schema)] + _segment_reads(
+            snapshot, source, counts, columns,
+            "(source_file, segment_file) IN (SELECT source_file, segment_file FROM cache_live "
+            f"WHERE source = {sql_string(source)})")
+        con.execute(f"DROP VIEW IF EXISTS {source}")
+        con.execute(f"DROP TABLE IF EXISTS {source}")
+        con.execute(f"CREATE {kind} {source} AS " + "\nUNION ALL\n".join(parts))
+
+
+# --- materialised drift ----------------------------------------------------------------------
+
+def bind_drift(con: Any, snapshot: Snapshot, digest: str) -> None:
+    """Serve `drift` from the cached drift rows of every cohort-run whose inputs are unchanged.
+
+    A cohort-run's drift depends on its own sidecars, those of the earlier cohort-runs of its
+    baseline key, the marks, the config and the SQL (`digest`); its fingerprint hashes all
+    of them (`cache_fingerprints`). Drift rows stored by a refresh under the same
+    fingerprint are read back as they were written; every other cohort-run is computed by
+    the V005 view, renamed `drift_computed`. With `use_cache` off nothing is read back.
+    """
+    views = {row[0] for row in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT temporary AND view_name IN "
+        "('cohort_runs', 'drift', 'drift_computed')").fetchall()}
+    if "cohort_runs" not in views:
+        return  # a catalog without the views drift needs (a partial SQL folder)
+    con.execute(
+        "CREATE OR REPLACE TABLE cache_fingerprints AS "
+        "WITH files AS (SELECT baseline_key, run_id, sum(hash(source_file, size, mtime_ns)) AS h "
+        "FROM cache_live GROUP BY ALL), "
+        "marks_digest AS (SELECT coalesce(string_agg(concat_ws(',', run_id, good, reason, marked_at), ';' "
+        "ORDER BY run_id, marked_at, good, reason), '') AS m FROM marks_raw), "
+        "cumulative AS (SELECT cr.baseline_key, cr.run_id, sum(coalesce(f.h, 0)) OVER (PARTITION BY "
+        "cr.baseline_key ORDER BY cr.ordinal ROWS UNBOUNDED PRECEDING) AS h "
+        "FROM cohort_runs AS cr LEFT JOIN files AS f USING (baseline_key, run_id)) "
+        "SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint "
+        "FROM cumulative, marks_digest", [digest])
+    if not snapshot.use_cache or not views & {"drift", "drift_computed"}:
+        return
+    import pyarrow as pa
+
+    located = pa.Table.from_pylist([d._asdict() for d in snapshot.drift], schema=_schema(DriftEntry)).append_column(
+        "segment_file", pa.array([str(snapshot.segment_path(d.segment)) for d in snapshot.drift], pa.string()))
+    _create_from(con, "cache_drift", located,
+                 "SELECT * FROM rows SEMI JOIN cache_fingerprints USING (baseline_key, run_id, fingerprint)")
+    snapshot.drift = [DriftEntry(*row[:4]) for row in con.execute("SELECT * FROM cache_drift").fetchall()]
+    _prune(snapshot)
+    snapshot.stale = con.execute("SELECT count(*) FROM cache_fingerprints ANTI JOIN cache_drift "
+                                 "USING (baseline_key, run_id)").fetchall()[0][0]
+    if "drift_computed" not in views:
+        con.execute("ALTER VIEW drift RENAME TO drift_computed")
+    columns = ", ".join(c[0] for c in con.execute("DESCRIBE drift_computed").fetchall())
+    live: dict[str, int] = {}
+    for entry in snapshot.drift:
+        live[entry.segment] = live.get(entry.segment, 0) + 1
+    snapshot.bound = [b for b in snapshot.bound if not Path(b).name.startswith(f"{DRIFT_SOURCE}-")]
+    parts = _segment_reads(snapshot, DRIFT_SOURCE, live, columns,
+                           "(baseline_key, run_id, segment_file) IN "
+                           "(SELECT baseline_key, run_id, segment_file FROM cache_drift)")
+    if snapshot.stale or not parts:
+        parts.append(f"SELECT {columns} FROM drift_computed WHERE (baseline_key, run_id) IN "
+                     "(SELECT baseline_key, run_id FROM cache_fingerprints ANTI JOIN cache_drift "
+                     "USING (baseline_key, run_id))" if parts else f"SELECT {columns} FROM drift_computed")
+    con.execute("CREATE OR REPLACE VIEW drift AS " + "\nUNION ALL\n".join(parts))
+
+
+def stage_drift(con: Any, snapshot: Snapshot, relation: str) -> None:
+    """Stage the drift rows of `relation` for the cohort-runs the cache does not hold yet, so
+    that `publish` stores them (call once their outputs are written)."""
+    if not snapshot.use_cache:
+        return
+    name = segment_name(DRIFT_SOURCE)
+    pending = ("FROM cache_fingerprints AS f ANTI JOIN cache_drift USING (baseline_key, run_id) "
+               f"SEMI JOIN (SELECT DISTINCT baseline_key, run_id FROM {relation}) USING (baseline_key, run_id)")
+    entries = con.execute(f"SELECT f.baseline_key, f.run_id, f.fingerprint {pending}").fetchall()
+    if not entries:
+        return
+    # written from Python, not by COPY: refresh may run on a connection without file access
+    import pyarrow.parquet as pq
+
+    result = con.sql(f"SELECT d.* FROM {relation} AS d SEMI JOIN (SELECT f.baseline_key, f.run_id "
+                     f"{pending}) USING (baseline_key, run_id)").arrow()  # a batch reader in DuckDB 2
+    with pq.ParquetWriter(snapshot.stage_dir / name, result.schema, compression="zstd") as writer:
+        for batch in (result.to_batches() if hasattr(result, "to_batches") else result):
+            writer.write_batch(batch)
+    stat = (snapshot.stage_dir / name).stat()
+    snapshot.segments[name] = Segment(name, DRIFT_SOURCE, len(entries), stat.st_size, stat.st_mtime_ns)
+    snapshot.staged.add(name)
+    snapshot.drift += [DriftEntry(*row, name) for row in entries]
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+def _compact(snapshot: Snapshot, folder: Path) -> None:
+    """Merge the segments of a source into one, in `folder`, when there are too many of them
+    or when most of their rows belong to changed, deleted or bad files (read no more)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def key(batch: Any, source: str) -> Any:
+        if source != DRIFT_SOURCE:
+            return batch.column("source_file")
+        return pc.binary_join_element_wise(batch.column("baseline_key"), batch.column("run_id"), "\x1f")
+
+    keep: dict[str, list[str]] = {}  # segment -> keys of its live rows
+    for e in snapshot.entries:
+        if e.reason is None:
+            keep.setdefault(e.segment, []).append(e.path)
+    for d in snapshot.drift:
+        keep.setdefault(d.segment, []).append(f"{d.baseline_key}\x1f{d.run_id}")
+    for source in SOURCES + (DRIFT_SOURCE,):
+        mine = sorted(n for n, s in snapshot.segments.items() if s.source == source)
+        live = sum(len(keep.get(n, [])) for n in mine)
+        if not live or (len(mine) <= MAX_SEGMENTS
+                        and 2 * live >= sum(snapshot.segments[n].files for n in mine)):
+            continue
+        name = segment_name(source)
+        tmp = folder / f".{name}.tmp"
+        writer = None
+        try:
+            for segment in mine:
+                wanted = pa.array(keep.get(segment, []), pa.string())
+                for batch in pq.ParquetFile(snapshot.segment_path(segment)).iter_batches():
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
+                    writer.write_batch(batch.filter(pc.is_in(key(batch, source), value_set=wanted)))
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, folder / name)
+        stat = (folder / name).stat()
+        for stale in mine:
+            del snapshot.segments[stale]
+            snapshot.staged.discard(stale)
+        snapshot.segments[name] = Segment(name, source, live, stat.st_size, stat.st_mtime_ns)
+        merged = set(mine)
+        snapshot.entries = [e._replace(segment=name) if e.segment in merged and e.reason is None else e
+                            for e in snapshot.entries]
+        snapshot.drift = [d._replace(segment=name) if d.segment in merged else d for d in snapshot.drift]
+
+
+def publish(snapshot: Snapshot) -> bool:
+    """Make the cache what this snapshot read: copy its staged segments in, write the
+    manifest and the drift index.
+
+    Call it under the refresh lock. Returns False if the cache already matched. Segments
+    no longer referenced are retired: kept for an hour, for stores still reading them,
+    then deleted. The views of the snapshot's store keep reading the files they read.
+    """
+    if not snapshot.use_cache:
+        return False
+    folder = cache_dir(snapshot.root)
+    _prune(snapshot)
+    manifest = _read_listing(folder, MANIFEST_FILE, Entry)
+    index = _read_listing(folder, DRIFT_INDEX_FILE, DriftEntry)
+    if (manifest is not None and index is not None and not snapshot.staged
+            and sorted(manifest[0]) == sorted(snapshot.entries) and sorted(index[0]) == sorted(snapshot.drift)
+            and set(manifest[1]) | set(index[1]) == set(snapshot.segments)):
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _compact(snapshot, folder)
+        for name in sorted(snapshot.staged & set(snapshot.segments)):
+            tmp = folder / f".{name}.tmp"
+            shutil.copyfile(snapshot.stage_dir / name, tmp)
+            os.replace(tmp, folder / name)
+        segments = []
+        for name, segment in sorted(snapshot.segments.items()):
+            stat = (folder / name).stat()
+            segments.append(Segment(name, segment.source, segment.files, stat.st_size, stat.st_mtime_ns))
+        retired = _retire(folder, set(snapshot.segments))
+        raw = [s for s in segments if s.source != DRIFT_SOURCE]
+        _write_listing(folder, MANIFEST_FILE, snapshot.entries, Entry, raw, retired)
+        _write_listing(folder, DRIFT_INDEX_FILE, snapshot.drift, DriftEntry,
+                       [s for s in segments if s.source == DRIFT_SOURCE], retired)
+    except OSError as exc:
+        raise StorageError(f"{folder}: cannot update the cache ({exc.strerror}); "
+                           "the sidecars are unchanged, and deleting the folder is safe") from None
+    return True
+
+
+def _retire(folder: Path, referenced: set[str]) -> dict[str, float]:
+    """`{segment: retired_at}` of the unreferenced segments still kept; older ones are deleted.
+
+    A store that took its snapshot before this publish may still read a retired segment,
+    so it stays for RETIRED_GRACE_S after it was first seen unreferenced.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(folder / MANIFEST_FILE).metadata or {}
+        known = json.loads(metadata.get(RETIRED_KEY, b"{}"))
+    except Exception:
+        known = {}
+    now = time.time()
+    kept = {}
+    for path in folder.glob("*-*.parquet"):
+        if path.name in referenced:
+            continue
+        retired_at = known.get(path.name, now)
+        if now - retired_at > RETIRED_GRACE_S:
+            path.unlink(missing_ok=True)
+        else:
+            kept[path.name] = retired_at
+    return kept
