@@ -336,6 +336,29 @@ def rollup(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
 
 @main.command()
 @ROOT
+@click.option("--run", default="latest", show_default=True, help="A run id, or 'latest'.")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="How many of the worst drifted items to show, with their charts.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              default="drift_report.html", show_default=True, help="Write the HTML page to FILE.")
+@with_store
+def report(store: Any, run: str, top: int, output: str) -> None:
+    """Write one self-contained HTML drift report of a run (no scripts, nothing fetched).
+
+    The run summary, a stage → view → target → symbol drill-down with the worst tier of
+    each node, the worst drifts with PSI bins and CDFs of distributions, and sparklines
+    of the metrics that trend up or down. The same tree gives the same bytes.
+
+    Example: metricsduck report RESULTS --run latest -o drift_report.html
+    """
+    from .report import write_report
+
+    path = write_report(store, Path(output), run, top=top)
+    click.echo(f"metricsduck: report written to {path}", err=True)
+
+
+@main.command()
+@ROOT
 @click.argument("run_id")
 @click.option("--good/--bad", required=True, help="The verdict on RUN_ID.")
 @click.option("--reason", help="Why, kept with the mark.")
