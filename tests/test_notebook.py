@@ -1,0 +1,99 @@
+"""examples/drift_analysis.ipynb runs end to end on a demo tree and is stored without outputs.
+
+The notebook is executed with nbclient in a `python3` kernel (ipykernel of this venv),
+pointed at a five-run demo tree through METRICSDUCK_DEMO_ROOT; any cell error fails the
+test. Its outputs are then checked against what the demo injected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbclient  # the dev extra installs these; a missing one is an error, not a skip
+import nbformat
+import pytest
+
+from metricsduck.demo import COLLAPSE_TARGET, SHIFT_SYMBOL, SHIFT_TARGET, TREND_TARGET, run_id_of, write_demo
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "drift_analysis.ipynb"
+RUNS = 5  # the fewest runs with every injection and a trend (trend.min_runs = 5)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("notebook_tree")
+    write_demo(root, runs=RUNS, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def executed(tree: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The notebook after running every cell (the kernel inherits this environment)."""
+    workdir = tmp_path_factory.mktemp("notebook_cwd")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("METRICSDUCK_DEMO_ROOT", str(tree))
+        env.setenv("MPLBACKEND", "Agg")  # headless; the notebook's %matplotlib inline renders PNGs
+        notebook = nbformat.read(NOTEBOOK, as_version=4)
+        client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=180,
+                                         resources={"metadata": {"path": str(workdir)}})
+        client.execute()  # raises CellExecutionError, naming the cell, on any error
+    return notebook
+
+
+def outputs(notebook, kind: str) -> list:
+    """Every output of one kind: 'stream' texts or a mime type of display/result data."""
+    found = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if kind == "stream" and output["output_type"] == "stream":
+                found.append(output["text"])
+            elif kind != "stream" and kind in output.get("data", {}):
+                found.append(output["data"][kind])
+    return found
+
+
+def test_stored_notebook_has_no_outputs_and_a_python3_kernel():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    markdown = [cell for cell in notebook.cells if cell.cell_type == "markdown"]
+    assert len(markdown) >= 5  # each step is explained
+
+
+def test_notebook_runs_without_errors(executed):
+    errors = [o for cell in executed.cells for o in cell.get("outputs", []) if o["output_type"] == "error"]
+    assert errors == []
+    assert all(cell.execution_count is not None for cell in executed.cells if cell.cell_type == "code")
+
+
+def test_alert_table_shows_the_injected_collapse_and_shift(executed):
+    text = "".join(outputs(executed, "stream"))
+    count = re.search(r"(\d+) ALERT rows in (\S+)", text)
+    assert count and int(count[1]) > 0 and count[2] == run_id_of(RUNS)
+    alert_table = next(html for html in outputs(executed, "text/html") if "sanity_status" in html)
+    for name in (COLLAPSE_TARGET, SHIFT_TARGET, SHIFT_SYMBOL, "mean_score", "oof_predictions"):
+        assert name in alert_table
+
+
+def test_figures_are_drawn(executed):
+    # the heatmap, the trend line and one PSI/CDF figure for each of the two worst KS
+    assert len(outputs(executed, "image/png")) == 4
+
+
+def test_trend_table_holds_the_injected_decline(executed):
+    trend_table = next(text for text in outputs(executed, "text/plain") if "theil_sen_slope" in text)
+    assert TREND_TARGET in trend_table and "composite_score" in trend_table
+
+
+def test_bins_and_cdfs_add_up_to_the_drift_row(executed):
+    """psi_bins and ecdf give back the PSI and KS D of the drift row they explain."""
+    text = "".join(outputs(executed, "stream"))
+    checks = re.findall(r"sum of bin contributions (\S+) = PSI (\S+); largest CDF gap (\S+) = KS D (\S+)", text)
+    assert len(checks) == 2
+    for psi_sum, psi, gap, ks_d in checks:
+        assert float(psi_sum) == pytest.approx(float(psi), abs=2e-6)
+        assert float(gap) == pytest.approx(float(ks_d), abs=2e-6)
+        assert float(psi) >= 0.2 and float(ks_d) >= 0.1  # both are the injected ALERTs
