@@ -412,6 +412,13 @@ def _segment_reads(snapshot: Snapshot, source: str, live: dict[str, int], column
     return parts
 
 
+def relation_kind(con: Any, name: str) -> str | None:
+    """'VIEW' or 'TABLE' for a relation of the main schema, None if there is none."""
+    rows = con.execute("SELECT table_type FROM information_schema.tables "
+                       "WHERE table_schema = 'main' AND table_name = ?", [name]).fetchall()
+    return ("VIEW" if rows[0][0] == "VIEW" else "TABLE") if rows else None
+
+
 def _create_from(con: Any, name: str, rows: Any, query: str) -> None:
     """`CREATE OR REPLACE TABLE name AS query`, where the query reads the Arrow table as `rows`."""
     con.register("rows", rows)
@@ -445,8 +452,9 @@ def _bind(con: Any, snapshot: Snapshot, schemas: dict[str, Any], prefix: str) ->
             snapshot, source, counts, columns,
             "(source_file, segment_file) IN (SELECT source_file, segment_file FROM cache_live "
             f"WHERE source = {sql_string(source)})")
-        con.execute(f"DROP VIEW IF EXISTS {source}")
-        con.execute(f"DROP TABLE IF EXISTS {source}")
+        existing = relation_kind(con, source)
+        if existing:
+            con.execute(f"DROP {existing} {source}")
         con.execute(f"CREATE {kind} {source} AS " + "\nUNION ALL\n".join(parts))
 
 
@@ -564,9 +572,11 @@ def _compact(snapshot: Snapshot, folder: Path) -> None:
             for segment in mine:
                 wanted = pa.array(keep.get(segment, []), pa.string())
                 for batch in pq.ParquetFile(snapshot.segment_path(segment)).iter_batches():
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
-                    writer.write_batch(batch.filter(pc.is_in(key(batch, source), value_set=wanted)))
+                    if writer is None:  # segments differ in which columns were all non-null
+                        schema = pa.schema([f.with_nullable(True) for f in batch.schema])
+                        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                    kept = batch.filter(pc.is_in(key(batch, source), value_set=wanted))
+                    writer.write_batch(kept.cast(schema))
         finally:
             if writer is not None:
                 writer.close()
@@ -604,6 +614,8 @@ def publish(snapshot: Snapshot) -> bool:
         folder.mkdir(parents=True, exist_ok=True)
         _compact(snapshot, folder)
         for name in sorted(snapshot.staged & set(snapshot.segments)):
+            if (folder / name).exists():  # published by an earlier call (segments never change)
+                continue
             tmp = folder / f".{name}.tmp"
             shutil.copyfile(snapshot.stage_dir / name, tmp)
             os.replace(tmp, folder / name)

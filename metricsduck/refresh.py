@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
-from .cache import stage_drift
+from .cache import relation_kind, stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .mirrors import (
@@ -156,29 +156,39 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         else:
             selected = stale_runs(store)
         summary = RefreshSummary(runs=selected)
+        total = store.sql("SELECT count(*) FROM cohort_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                          "AND stage IS NOT DISTINCT FROM coalesce(?, stage)", [selected, stage]).fetchall()[0][0]
+        # one run at a time, published as it completes: the work and memory of each step are
+        # those of one run and its baselines, and a refresh stopped mid-way keeps what it did
+        for run_id in selected:
+            failed = len(summary.failed)
+            try:
+                _refresh_run(store, run_id, stage, cohort_files, summary,
+                             progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
+                if cohort_files and len(summary.failed) == failed:  # this run's outputs are complete
+                    stage_drift(store.con, store._snapshot, "temp.drift")
+            finally:
+                store.con.execute("DROP TABLE IF EXISTS temp.drift")
+            _publish(store, summary)
         if not selected:
             _publish(store, summary)
-            return summary
-        con = store.con
-        con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
-                    "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [selected, stage])
-        scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
-                 "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
-        try:
-            if not all_runs:
-                _narrow_samples(store, scope)
-            # drift is computed once: a temp table shadows the view for the rollups below
-            con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
-            _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
-            if cohort_files:
-                _cohort_files(store, scope, summary, progress)
-                if not summary.failed:  # only then are these cohort-runs' outputs complete
-                    stage_drift(con, store._snapshot, "temp.drift")
-            _publish(store, summary)
-        finally:
-            con.execute("DROP TABLE IF EXISTS temp.drift")
-            _widen_samples(store)
         return summary
+
+
+def _refresh_run(store: Any, run_id: str, stage: str | None, cohort_files: bool,
+                 summary: RefreshSummary, progress: Callable[[int, int], None] | None) -> None:
+    """Compute the drift of one run into `temp.drift` and write the run's outputs."""
+    con = store.con
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS SELECT ?::VARCHAR AS run_id, ?::VARCHAR AS stage",
+                [run_id, stage])
+    scope = ("run_id = (SELECT run_id FROM refresh_scope) "
+             "AND stage IS NOT DISTINCT FROM coalesce((SELECT stage FROM refresh_scope), stage)")
+    with _narrowed(store, run_id, scope):
+        # drift is computed once: a temp table shadows the view for the rollups below
+        con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
+    _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
+    if cohort_files:
+        _cohort_files(store, scope, summary, progress)
 
 
 def _publish(store: Any, summary: RefreshSummary) -> None:
@@ -189,11 +199,16 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
         summary.failed.append((str(store.root / CACHE_DIR), str(exc)))
 
 
-def _narrow_samples(store: Any, scope: str) -> None:
-    """Shadow `samples_raw` with the samples the refreshed cohort-runs compare: their own
-    and their baselines'. Samples are most of the data, so this keeps the work of refreshing
-    a run in proportion to the run and its baselines, not to the whole history; the run
-    filter is a constant list, which the Parquet scan checks against row-group statistics.
+@contextmanager
+def _narrowed(store: Any, run_id: str, scope: str) -> Iterator[None]:
+    """While inside, the views compare only the cohort-runs of `run_id` (in `scope`).
+
+    `baseline_summary` (every compared pair) is cut to the run's pairs, and `samples_raw`
+    to the samples those pairs compare: the run's own and its baselines'. Samples are most
+    of the data and their statistics most of the work, so the cost of refreshing a run
+    follows the run and its baselines, not the whole history; the run filter is a constant
+    list, which the Parquet scan checks against row-group statistics. Pair ids are those
+    of the full view, so every number is unchanged.
     """
     from .cache import sql_string
 
@@ -201,31 +216,27 @@ def _narrow_samples(store: Any, scope: str) -> None:
         f"SELECT baseline_key, run_id FROM cohort_runs WHERE {scope} UNION "
         f"SELECT baseline_key, baseline_run_id FROM baselines WHERE {scope}"
     ).fetchall()
-    runs = sorted({run_id for _, run_id in needed})
-    store.con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs (baseline_key VARCHAR, run_id VARCHAR)")
+    listed = ", ".join(map(sql_string, sorted({run for _, run in needed}))) or "NULL"
+    con = store.con
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs (baseline_key VARCHAR, run_id VARCHAR)")
     if needed:
-        store.con.executemany("INSERT INTO refresh_pairs VALUES (?, ?)", needed)
-    listed = ", ".join(map(sql_string, runs)) or "NULL"
-    store.con.execute(f"ALTER {_kind(store, 'samples_raw')} samples_raw RENAME TO samples_all")
-    store.con.execute(
-        "CREATE VIEW samples_raw AS SELECT * FROM samples_all "
-        f"WHERE run_id IN ({listed}) AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM refresh_pairs)"
-    )
-
-
-def _widen_samples(store: Any) -> None:
-    """Undo `_narrow_samples`."""
-    if _kind(store, "samples_all"):
-        store.con.execute("DROP VIEW IF EXISTS samples_raw")
-        store.con.execute(f"ALTER {_kind(store, 'samples_all')} samples_all RENAME TO samples_raw")
-
-
-def _kind(store: Any, name: str) -> str | None:
-    """'VIEW' or 'TABLE' for a relation of the main schema, None if there is none."""
-    rows = store.con.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
-        [name]).fetchall()
-    return ("VIEW" if rows[0][0] == "VIEW" else "TABLE") if rows else None
+        con.executemany("INSERT INTO refresh_pairs VALUES (?, ?)", needed)
+    narrowed = {
+        "samples_raw": f"run_id IN ({listed}) AND (baseline_key, run_id) IN "
+                       "(SELECT baseline_key, run_id FROM refresh_pairs)",
+        "baseline_summary": f"run_id = {sql_string(run_id)}",
+    }
+    renamed = []
+    try:
+        for name, condition in narrowed.items():
+            con.execute(f"ALTER {relation_kind(con, name)} {name} RENAME TO {name}_all")
+            renamed.append(name)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_all WHERE {condition}")
+        yield
+    finally:
+        for name in reversed(renamed):
+            con.execute(f"DROP VIEW IF EXISTS {name}")
+            con.execute(f"ALTER {relation_kind(con, name + '_all')} {name}_all RENAME TO {name}")
 
 
 def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
@@ -241,7 +252,7 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
     trends = dict(_groups(_arrow(store.sql(
         f"SELECT * FROM trends WHERE {scope} ORDER BY baseline_key, run_id, metric"),
         TREND_SCHEMA_ID), "baseline_key", "run_id"))
-    summary.cohorts = len(cohorts)
+    summary.cohorts += len(cohorts)
     for done, (baseline_key, run_id, facts_file, *fingerprints) in enumerate(cohorts, start=1):
         folder = Path(facts_file).parent
         trend = trends.get((baseline_key, run_id))
@@ -254,7 +265,7 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
             rows = part.to_pylist()
             document = drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))
             summary.write(folder / sidecar_name(prefix, "drift", "json"), json_bytes(document))
-            # last: its mtime tells stale_runs that this cohort-run's files are complete
+            # last: a cohort-run whose drift Parquet is written has all of its files
             summary.write(folder / sidecar_name(prefix, "drift", "parquet"), parquet_bytes(part))
             for row in rows:
                 if row["tier"] == "ALERT":
