@@ -33,6 +33,10 @@ from .mirrors import (
 
 FINGERPRINTS = ("git_commit", "config_hash", "data_fingerprint", "seed")
 LOCK_FILE = "refresh.lock"
+# Comparisons (a cohort-run, or one baseline cohort-run it is compared with) per batch of
+# runs: the demo's 8 runs are one batch, a run of 5,000 cohorts with 10 pooled baselines
+# is a batch of its own.
+BATCH_COMPARISONS = 20_000
 
 
 @dataclass
@@ -158,14 +162,15 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         summary = RefreshSummary(runs=selected)
         total = store.sql("SELECT count(*) FROM cohort_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
                           "AND stage IS NOT DISTINCT FROM coalesce(?, stage)", [selected, stage]).fetchall()[0][0]
-        # one run at a time, published as it completes: the work and memory of each step are
-        # those of one run and its baselines, and a refresh stopped mid-way keeps what it did
-        for run_id in selected:
+        # a batch of runs at a time, published as it completes: the work and memory of each
+        # step are bounded by its runs and their baselines, and a refresh stopped mid-way
+        # keeps what it did
+        for batch in _batches(store, selected):
             failed = len(summary.failed)
             try:
-                _refresh_run(store, run_id, stage, cohort_files, summary,
-                             progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
-                if cohort_files and len(summary.failed) == failed:  # this run's outputs are complete
+                _refresh_runs(store, batch, stage, cohort_files, summary,
+                              progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
+                if cohort_files and len(summary.failed) == failed:  # these runs' outputs are complete
                     stage_drift(store.con, store._snapshot, "temp.drift")
             finally:
                 store.con.execute("DROP TABLE IF EXISTS temp.drift")
@@ -175,15 +180,34 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         return summary
 
 
-def _refresh_run(store: Any, run_id: str, stage: str | None, cohort_files: bool,
-                 summary: RefreshSummary, progress: Callable[[int, int], None] | None) -> None:
-    """Compute the drift of one run into `temp.drift` and write the run's outputs."""
+def _batches(store: Any, selected: list[str]) -> list[list[str]]:
+    """`selected` in order, cut into batches of at most BATCH_COMPARISONS comparisons
+    (cohort-runs and the baseline cohort-runs they compare against); a run heavier than
+    that is a batch of its own. Small trees refresh in one go, large ones run by run."""
+    weights = dict(store.sql(
+        "SELECT run_id, count(*) FROM (SELECT run_id FROM cohort_runs UNION ALL "
+        "SELECT run_id FROM baselines) GROUP BY run_id").fetchall())
+    batches: list[list[str]] = []
+    load = 0
+    for run_id in selected:
+        weight = weights.get(run_id, 0)
+        if not batches or load + weight > BATCH_COMPARISONS:
+            batches.append([])
+            load = 0
+        batches[-1].append(run_id)
+        load += weight
+    return batches
+
+
+def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: bool,
+                  summary: RefreshSummary, progress: Callable[[int, int], None] | None) -> None:
+    """Compute the drift of `runs` into `temp.drift` and write their outputs."""
     con = store.con
-    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS SELECT ?::VARCHAR AS run_id, ?::VARCHAR AS stage",
-                [run_id, stage])
-    scope = ("run_id = (SELECT run_id FROM refresh_scope) "
-             "AND stage IS NOT DISTINCT FROM coalesce((SELECT stage FROM refresh_scope), stage)")
-    with _narrowed(store, run_id, scope):
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
+                "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [runs, stage])
+    scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
+             "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
+    with _narrowed(store, runs, scope):
         # drift is computed once: a temp table shadows the view for the rollups below
         con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
     _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
@@ -200,8 +224,8 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
 
 
 @contextmanager
-def _narrowed(store: Any, run_id: str, scope: str) -> Iterator[None]:
-    """While inside, the views compare only the cohort-runs of `run_id` (in `scope`).
+def _narrowed(store: Any, runs: list[str], scope: str) -> Iterator[None]:
+    """While inside, the views compare only the cohort-runs of `runs` (in `scope`).
 
     `baseline_summary` (every compared pair) is cut to the run's pairs, and `samples_raw`
     to the samples those pairs compare: the run's own and its baselines'. Samples are most
@@ -224,7 +248,7 @@ def _narrowed(store: Any, run_id: str, scope: str) -> Iterator[None]:
     narrowed = {
         "samples_raw": f"run_id IN ({listed}) AND (baseline_key, run_id) IN "
                        "(SELECT baseline_key, run_id FROM refresh_pairs)",
-        "baseline_summary": f"run_id = {sql_string(run_id)}",
+        "baseline_summary": f"run_id IN ({', '.join(map(sql_string, runs))})",
     }
     renamed = []
     try:
