@@ -265,15 +265,21 @@ class Store:
                 stage: str | None = None, cohort_files: bool = True, progress: Any = None,
                 on_wait: Any = None) -> Any:
         """Write drift, trend and rollup files into the tree (`metricsduck.refresh.refresh`)."""
-        from .cache import bind_drift
-        from .catalog import drift_digest
         from .refresh import refresh
 
         summary = refresh(self, runs=runs, all_runs=all_runs, stage=stage, cohort_files=cohort_files,
                           progress=progress, on_wait=on_wait)
-        if self._snapshot is not None and not self._locked:  # serve what was just computed
-            bind_drift(self.con, self._snapshot, drift_digest(self.config, discover(self.sql_dir)))
+        if not self._locked:  # serve what was just computed
+            self._bind_drift()
         return summary
+
+    def _bind_drift(self) -> None:
+        """Point `drift` at the cached drift rows of this store's snapshot (`cache.bind_drift`)."""
+        from .cache import bind_drift
+        from .catalog import drift_digest
+
+        if self._snapshot is not None:
+            bind_drift(self.con, self._snapshot, drift_digest(self.config, discover(self.sql_dir)))
 
     @property
     def cached_drift(self) -> bool:
@@ -287,9 +293,7 @@ class Store:
         """
         from .cache import publish
 
-        if self._snapshot is None or not self._snapshot.use_cache:
-            return False
-        return publish(self._snapshot)
+        return self._snapshot is not None and publish(self._snapshot)
 
     def lock_down(self) -> None:
         """Forbid this connection any file access and further setting changes.
@@ -306,13 +310,9 @@ class Store:
 
     def reload(self) -> None:
         """Take a new snapshot of the sidecars and marks (new and changed files appear)."""
-        from .cache import bind_drift
-        from .catalog import drift_digest
-
-        taken = bind_sources(self.con, self.root, self.config, snapshot=True,
-                             use_cache=self._snapshot is None or self._snapshot.use_cache)
-        self._take(taken)
-        bind_drift(self.con, taken, drift_digest(self.config, discover(self.sql_dir)))
+        self._take(bind_sources(self.con, self.root, self.config, snapshot=True,
+                                use_cache=self._snapshot is None or self._snapshot.use_cache))
+        self._bind_drift()
 
     def close(self) -> None:
         self.con.close()
