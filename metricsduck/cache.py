@@ -466,8 +466,10 @@ def bind_drift(con: Any, snapshot: Snapshot, digest: str) -> None:
     A cohort-run's drift depends on its own sidecars, those of the earlier cohort-runs of its
     baseline key, the marks, the config and the SQL (`digest`); its fingerprint hashes all
     of them (`cache_fingerprints`). Drift rows stored by a refresh under the same
-    fingerprint are read back as they were written; every other cohort-run is computed by
-    the V005 view, renamed `drift_computed`. With `use_cache` off nothing is read back.
+    fingerprint are read back as they were written; every other cohort-run (`cache_stale`)
+    is computed by the V005 view, renamed `drift_computed`, or read from `drift_fresh` once
+    `refresh.compute_drift` computed it a batch of runs at a time. With `use_cache` off
+    nothing is read back and `drift` is the plain view.
     """
     views = {row[0] for row in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT temporary AND view_name IN "
@@ -495,10 +497,21 @@ def bind_drift(con: Any, snapshot: Snapshot, digest: str) -> None:
                  "SELECT * FROM rows SEMI JOIN cache_fingerprints USING (baseline_key, run_id, fingerprint)")
     snapshot.drift = [DriftEntry(*row[:4]) for row in con.execute("SELECT * FROM cache_drift").fetchall()]
     _prune(snapshot)
-    snapshot.stale = con.execute("SELECT count(*) FROM cache_fingerprints ANTI JOIN cache_drift "
-                                 "USING (baseline_key, run_id)").fetchall()[0][0]
+    con.execute("CREATE OR REPLACE TABLE cache_stale AS SELECT baseline_key, run_id FROM cache_fingerprints "
+                "ANTI JOIN cache_drift USING (baseline_key, run_id)")
+    snapshot.stale = con.execute("SELECT count(*) FROM cache_stale").fetchall()[0][0]
     if "drift_computed" not in views:
         con.execute("ALTER VIEW drift RENAME TO drift_computed")
+    # the drift of stale cohort-runs computed since, a batch of runs at a time (`compute_drift`)
+    con.execute("CREATE OR REPLACE TABLE drift_fresh AS SELECT * FROM drift_computed LIMIT 0")
+    serve_drift(con, snapshot)
+
+
+def serve_drift(con: Any, snapshot: Snapshot) -> None:
+    """(Re)create the `drift` view: the cached rows still valid, the rows computed since
+    (`drift_fresh`) and, while any remain, the view computing the stale cohort-runs
+    (`cache_stale`). Without any, the view leaves `drift_computed` out: DuckDB would
+    evaluate it in full even to join it with nothing."""
     columns = ", ".join(c[0] for c in con.execute("DESCRIBE drift_computed").fetchall())
     live: dict[str, int] = {}
     for entry in snapshot.drift:
@@ -507,10 +520,9 @@ def bind_drift(con: Any, snapshot: Snapshot, digest: str) -> None:
     parts = _segment_reads(snapshot, DRIFT_SOURCE, live, columns,
                            "(baseline_key, run_id, segment_file) IN "
                            "(SELECT baseline_key, run_id, segment_file FROM cache_drift)")
-    if snapshot.stale or not parts:
-        parts.append(f"SELECT {columns} FROM drift_computed WHERE (baseline_key, run_id) IN "
-                     "(SELECT baseline_key, run_id FROM cache_fingerprints ANTI JOIN cache_drift "
-                     "USING (baseline_key, run_id))" if parts else f"SELECT {columns} FROM drift_computed")
+    parts.append(f"SELECT {columns} FROM drift_fresh")
+    if con.execute("SELECT count(*) FROM cache_stale").fetchall()[0][0]:
+        parts.append(f"SELECT {columns} FROM drift_computed SEMI JOIN cache_stale USING (baseline_key, run_id)")
     con.execute("CREATE OR REPLACE VIEW drift AS " + "\nUNION ALL\n".join(parts))
 
 

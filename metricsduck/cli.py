@@ -17,7 +17,7 @@ from .errors import ExitCode, MetricsDuckError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 problems found, 2 usage, 3 config, 4 bad input, "
-    "5 SQL catalog, 6 file I/O, 70 internal error."
+    "5 SQL catalog, 6 file I/O, 7 out of memory or spill space, 70 internal error."
 )
 
 
@@ -41,6 +41,10 @@ class Group(click.Group):
         except Exception as exc:  # a bug: say so plainly, keep the traceback behind --debug
             if ctx.meta.get("metricsduck.debug"):
                 raise
+            if type(exc).__name__ == "OutOfMemoryException":  # duckdb's, not imported up here
+                from .store import out_of_resources
+
+                fail(str(out_of_resources(exc)), ExitCode.RESOURCES)
             fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)",
                  ExitCode.INTERNAL)
 
@@ -89,6 +93,14 @@ def with_store(func: Callable) -> Callable:
             return func(store=store, **kwargs)
 
     return config_option(wrapper)
+
+
+def _compute_drift(store: Any, run: str | None) -> None:
+    """Compute the drift the cache does not hold (of `run`, else every run), with progress
+    on stderr: on a tree not refreshed since it changed this is most of the command's work."""
+    from .output import progress_reporter
+
+    store.compute_drift(run=run, progress=progress_reporter("computing drift"))
 
 
 @click.group(cls=Group, no_args_is_help=True, epilog=EXIT_CODES_HELP)
@@ -275,6 +287,7 @@ def drift(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
     """
     from .output import emit_relation
 
+    _compute_drift(store, filters["run"])
     relation = store.drift(**filters)
     if fmt == "table":
         relation = relation.select(*DRIFT_TABLE_COLUMNS)
@@ -331,6 +344,7 @@ def rollup(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
     """
     from .output import emit_relation
 
+    _compute_drift(store, filters["run"])
     emit_relation(store.rollups(**filters), fmt, output)
 
 
@@ -353,6 +367,7 @@ def report(store: Any, run: str, top: int, output: str) -> None:
     """
     from .report import write_report
 
+    _compute_drift(store, run)
     path = write_report(store, Path(output), run, top=top)
     click.echo(f"metricsduck: report written to {path}", err=True)
 

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     INPUT = 4  # a bad name, value or sidecar was given
     CATALOG = 5  # a SQL file is malformed, fails, or was edited after release
     IO = 6  # a file could not be read or written
+    RESOURCES = 7  # DuckDB ran out of the memory or spill space it may use
     INTERNAL = 70  # a bug in metricsduck: rerun with --debug and report it
 
 
@@ -71,3 +72,9 @@ class StorageError(MetricsDuckError):
     """A file could not be written or read."""
 
     exit_code = ExitCode.IO
+
+
+class ResourceError(MetricsDuckError):
+    """DuckDB needed more memory or spill space than it may use; the message names the limits."""
+
+    exit_code = ExitCode.RESOURCES

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
-from .cache import relation_kind, stage_drift
+from .cache import serve_drift, stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .mirrors import (
@@ -147,7 +147,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
 
     `stage` limits the work to one stage; `cohort_files=False` writes only the rollups.
     """
-    with refresh_lock(store.root, on_wait):
+    with refresh_lock(store.root, on_wait), _materialised(store):
         known = [r[0] for r in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
         if all_runs:
             selected = known
@@ -203,16 +203,44 @@ def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: 
                   summary: RefreshSummary, progress: Callable[[int, int], None] | None) -> None:
     """Compute the drift of `runs` into `temp.drift` and write their outputs."""
     con = store.con
-    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
-                "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [runs, stage])
-    scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
-             "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
-    with _narrowed(store, runs, scope):
+    with _narrowed(store, runs, stage) as scope:
         # drift is computed once: a temp table shadows the view for the rollups below
-        con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM main.drift WHERE {scope}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM {_original(con)}.drift WHERE {scope}")
     _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
     if cohort_files:
         _cohort_files(store, scope, summary, progress)
+
+
+def compute_drift(store: Any, runs: list[str] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> int:
+    """Compute the drift rows the compacted cache does not hold (of `runs`, else of every
+    run) into `drift_fresh`, which the `drift` view reads from then on; return how many
+    cohort-runs that was. Nothing is written to the tree or the cache.
+
+    It goes a batch of runs at a time, each narrowed to its pairs as in a refresh, so a tree
+    never refreshed costs what a refresh would in time and memory, not the whole history
+    in one query. Without the cache (`use_cache=False`) `drift` stays the plain view.
+    """
+    if not store.cached_drift:
+        return 0
+    con = store.con
+    stale = [run for (run,) in store.sql(
+        "SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM cache_stale) ORDER BY ordinal").fetchall()
+        if runs is None or run in runs]
+    if not stale:
+        return 0
+    total = store.sql("SELECT count(*) FROM cache_stale WHERE list_contains(?, run_id)", [stale]).fetchall()[0][0]
+    done = 0
+    with _materialised(store):
+        for batch in _batches(store, stale):
+            with _narrowed(store, batch, None) as scope:
+                con.execute(f"INSERT INTO drift_fresh SELECT * FROM drift_computed WHERE {scope} "
+                            "AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM cache_stale)")
+            done += con.execute("DELETE FROM cache_stale WHERE list_contains(?, run_id)", [batch]).fetchall()[0][0]
+            if progress:
+                progress(done, total)
+    serve_drift(con, store._snapshot)
+    return done
 
 
 def _publish(store: Any, summary: RefreshSummary) -> None:
@@ -224,43 +252,75 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
 
 
 @contextmanager
-def _narrowed(store: Any, runs: list[str], scope: str) -> Iterator[None]:
-    """While inside, the views compare only the cohort-runs of `runs` (in `scope`).
+def _shadowed(con: Any, relations: dict[str, str]) -> Iterator[None]:
+    """While inside, a temp table of each query (`name` -> query, made in order) shadows the
+    view of that name, for every view that reads it: computed once, not once per reader.
 
-    `baseline_summary` (every compared pair) is cut to the run's pairs, and `samples_raw`
-    to the samples those pairs compare: the run's own and its baselines'. Samples are most
-    of the data and their statistics most of the work, so the cost of refreshing a run
-    follows the run and its baselines, not the whole history; the run filter is a constant
-    list, which the Parquet scan checks against row-group statistics. Pair ids are those
-    of the full view, so every number is unchanged.
+    The queries name the views they narrow as `ORIGINAL.name` (the main schema's own),
+    since a bare or `main.` name already resolves to the temp table.
+    """
+    made: list[str] = []
+    try:
+        for name, query in relations.items():
+            con.execute(f"CREATE TEMP TABLE {name} AS {query}")
+            made.append(name)
+        yield
+    finally:
+        for name in reversed(made):
+            con.execute(f"DROP TABLE temp.{name}")
+
+
+def _original(con: Any) -> str:
+    """The qualified prefix of the main schema's own views (`memory.main`), which a temp
+    table of the same name does not shadow."""
+    return f'"{con.execute("SELECT current_database()").fetchall()[0][0]}".main'
+
+
+def _materialised(store: Any) -> Any:
+    """For a whole refresh: `cohort_runs` and `facts` (deduplicated), which every batch and
+    nearly every view reads, computed once."""
+    original = _original(store.con)
+    return _shadowed(store.con, {name: f"SELECT * FROM {original}.{name}" for name in ("cohort_runs", "facts")})
+
+
+@contextmanager
+def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
+    """While inside, the views compare only the cohort-runs of `runs` (of `stage`, if
+    given); yields the condition that picks those cohort-runs from a view (`scope`, which
+    reads the table `refresh_scope` and stays valid afterwards).
+
+    The compared pairs (`baseline_summary`, `baselines`, `missing_baselines`) are cut to the
+    runs' own, and `samples` and `scalar_facts` to those their pairs compare: the runs'
+    and their baselines'. Samples are most of the data and their statistics most of the
+    work, so the cost of refreshing a run follows the run and its baselines, not the whole
+    history. Each is a table made once, so the views reading them do not evaluate them
+    again. Pair ids are those of the full view, so every number is unchanged.
     """
     from .cache import sql_string
 
-    needed = store.sql(
-        f"SELECT baseline_key, run_id FROM cohort_runs WHERE {scope} UNION "
-        f"SELECT baseline_key, baseline_run_id FROM baselines WHERE {scope}"
-    ).fetchall()
-    listed = ", ".join(map(sql_string, sorted({run for _, run in needed}))) or "NULL"
     con = store.con
-    con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs (baseline_key VARCHAR, run_id VARCHAR)")
-    if needed:
-        con.executemany("INSERT INTO refresh_pairs VALUES (?, ?)", needed)
-    narrowed = {
-        "samples_raw": f"run_id IN ({listed}) AND (baseline_key, run_id) IN "
-                       "(SELECT baseline_key, run_id FROM refresh_pairs)",
-        "baseline_summary": f"run_id IN ({', '.join(map(sql_string, runs))})",
-    }
-    renamed = []
-    try:
-        for name, condition in narrowed.items():
-            con.execute(f"ALTER {relation_kind(con, name)} {name} RENAME TO {name}_all")
-            renamed.append(name)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_all WHERE {condition}")
-        yield
-    finally:
-        for name in reversed(renamed):
-            con.execute(f"DROP VIEW IF EXISTS {name}")
-            con.execute(f"ALTER {relation_kind(con, name + '_all')} {name}_all RENAME TO {name}")
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
+                "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [runs, stage])
+    scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
+             "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs AS "
+                f"SELECT baseline_key, run_id FROM cohort_runs WHERE {scope} UNION "
+                f"SELECT baseline_key, baseline_run_id FROM baselines WHERE {scope}")
+    # constant run lists, which the Parquet scans check against row-group statistics
+    own = ", ".join(map(sql_string, runs))
+    listed = ", ".join(sql_string(run) for (run,) in con.execute(
+        "SELECT DISTINCT run_id FROM refresh_pairs ORDER BY run_id").fetchall()) or "NULL"
+    pairs = f"run_id IN ({listed}) AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM refresh_pairs)"
+    original = _original(con)
+    with _shadowed(con, {
+        # first: its pair ids are numbered over every pair of the full `baselines`
+        "baseline_summary": f"SELECT * FROM {original}.baseline_summary WHERE run_id IN ({own})",
+        "baselines": f"SELECT * FROM {original}.baselines WHERE run_id IN ({own})",
+        "missing_baselines": f"SELECT * FROM {original}.missing_baselines WHERE run_id IN ({own})",
+        "samples": f"SELECT * FROM {original}.samples WHERE {pairs}",
+        "scalar_facts": f"SELECT * FROM {original}.scalar_facts WHERE {pairs}",
+    }):
+        yield scope
 
 
 def _cohort_files(store: Any, scope: str, summary: RefreshSummary,

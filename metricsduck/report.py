@@ -98,12 +98,11 @@ def resolve_run(store: Store, run: str) -> tuple[Any, ...]:
 
 
 def run_drift(store: Store, run_id: str) -> Any:
-    """The run's rows of the `drift` view, computed once and held in memory.
-
-    The view recomputes every PSI and KS on each query (a run filter does not reach
-    inside), so the report queries this snapshot instead: a DuckDB relation that the
-    helpers below query as `d`.
+    """The run's rows of the `drift` view, held in memory: a DuckDB relation that the
+    helpers below query as `d`. Drift the cache does not hold is computed once, for this
+    run only (`Store.compute_drift`).
     """
+    store.compute_drift(run=run_id)
     table = store.sql("SELECT * FROM drift WHERE run_id = $run", {"run": run_id}).arrow()
     if hasattr(table, "read_all"):  # newer DuckDB clients hand back a RecordBatchReader
         table = table.read_all()

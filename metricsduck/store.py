@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,7 +11,7 @@ from .catalog import (
     bind_sources, build, catalog_path, check_unchanged, discover, init_catalog, migration_states, read_ledger,
 )
 from .config import Config, resolve_config
-from .errors import InputError
+from .errors import InputError, ResourceError
 
 TIERS = ("OK", "WARN", "ALERT")
 BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
@@ -91,6 +92,7 @@ class Store:
         """
         check_choice("baseline", baseline, BASELINE_KINDS)
         check_choice("item", item, ("metric", "distribution"))
+        self.compute_drift(run=run)
         return self._filtered(
             "drift",
             {"stage": stage, "view": view, "target": target, "symbol": symbol,
@@ -122,6 +124,7 @@ class Store:
         view of each stage); 'view', 'target' or 'symbol' that level of `rollup_view`,
         optionally one `measure` of it."""
         check_choice("level", level, LEVELS)
+        self.compute_drift(run=run)  # the rollups count drift tiers
         if level == "stage":
             if measure is not None:
                 raise InputError("measure filters the view rollup; it does not apply to level 'stage'")
@@ -241,6 +244,25 @@ class Store:
             + select,
         )
 
+    def compute_drift(self, *, run: str | None = None, progress: Any = None) -> int:
+        """Compute the drift rows the compacted cache does not hold yet, of one run (a run
+        id or 'latest') or of every run, so that queries on `drift` read them; return the
+        number of cohort-runs computed (0 when the cache held them all).
+
+        `drift()` and `rollups()` call it; call it yourself before your own SQL on `drift`
+        over a tree not refreshed since it changed. It works a batch of runs at a time, as
+        `refresh` does, instead of the whole history in one query, and writes nothing.
+        `progress(done, total)` is called after each batch.
+        """
+        from .refresh import compute_drift
+
+        if run == "latest":
+            latest = self.sql("SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1").fetchall()
+            run = latest[0][0] if latest else None
+            if run is None:
+                return 0
+        return compute_drift(self, None if run is None else [run], progress)
+
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
                   order: str) -> Any:
         """`SELECT * FROM view` with equality filters on known columns; values are bound."""
@@ -325,8 +347,18 @@ class Store:
         self.close()
 
 
+MEMORY_LIMIT_ENV = "METRICSDUCK_MEMORY_LIMIT"
+TEMP_LIMIT_ENV = "METRICSDUCK_TEMP_LIMIT"
+
+
 def new_connection() -> Any:
-    """An in-memory DuckDB connection that prints no progress bar and spills to the temp dir."""
+    """An in-memory DuckDB connection that prints no progress bar and works within bounds.
+
+    It spills to the temp dir once it holds `memory_limit` (METRICSDUCK_MEMORY_LIMIT, else
+    half the machine's memory) and stops with an error once the spill reaches
+    `max_temp_directory_size` (METRICSDUCK_TEMP_LIMIT, else a quarter of the temp dir's
+    free space): a mis-estimated join must neither take the machine nor fill its disk.
+    """
     import duckdb
 
     con = duckdb.connect()
@@ -334,15 +366,47 @@ def new_connection() -> Any:
         con.execute("SET enable_progress_bar = false")  # it writes to stderr even without a terminal
     except duckdb.InvalidInputException:
         pass  # inside Jupyter without ipywidgets DuckDB refuses any progress-bar setting
-    con.execute(f"SET temp_directory = '{_spill_dir()}'")
+    spill = _spill_dir()
+    con.execute("SET temp_directory = ?", [str(spill)])
+    for setting, variable, default in (("memory_limit", MEMORY_LIMIT_ENV, _memory_default),
+                                       ("max_temp_directory_size", TEMP_LIMIT_ENV, lambda: _temp_default(spill))):
+        value = os.environ.get(variable) or default()
+        try:
+            con.execute(f"SET {setting} = ?", [value])
+        except duckdb.Error as exc:
+            con.close()
+            raise InputError(f"{variable}={value!r} is not a size DuckDB understands "
+                             f"({str(exc).splitlines()[0]}); use a size such as 8GB or 512MB, or unset it") from None
     return con
 
 
-def _spill_dir() -> str:
+def out_of_resources(exc: Exception) -> ResourceError:
+    """What to do when DuckDB ran out of memory or spill space, naming the limits in force."""
+    spill = _spill_dir()
+    memory = os.environ.get(MEMORY_LIMIT_ENV) or _memory_default()
+    temp = os.environ.get(TEMP_LIMIT_ENV) or _temp_default(spill)
+    return ResourceError(
+        f"DuckDB ran out of memory or spill space ({str(exc).splitlines()[0]}); it may use "
+        f"{memory} of memory ({MEMORY_LIMIT_ENV}) and {temp} of spill files under {spill} "
+        f"({TEMP_LIMIT_ENV}): raise them, free disk space there, or refresh fewer runs at a time")
+
+
+def _memory_default() -> str:
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2 // 2**20}MB"
+
+
+def _temp_default(spill: Path) -> str:
+    import shutil
+
+    folder = spill if spill.exists() else spill.parent
+    return f"{max(shutil.disk_usage(folder).free // 4 // 2**20, 1024)}MB"
+
+
+def _spill_dir() -> Path:
     """Where DuckDB may spill: the system temp dir, never the caller's working directory."""
     import tempfile
 
-    return str(Path(tempfile.gettempdir()) / "metricsduck-spill").replace("'", "''")
+    return Path(tempfile.gettempdir()) / "metricsduck-spill"
 
 
 def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,

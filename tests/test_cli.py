@@ -174,15 +174,15 @@ def test_output_file_option_writes_the_rows(runner: CliRunner, tree: Path, tmp_p
 def test_drift_filters_are_bound_not_pasted(runner: CliRunner, tree: Path) -> None:
     hostile = run(runner, "drift", tree, "--target", "x' OR 1=1 --", "--format", "json")
     assert hostile.exit_code == 0
-    assert json.loads(hostile.output) == []
-    real = json.loads(run(runner, "drift", tree, "--target", "t_a", "--format", "json").output)
+    assert json.loads(hostile.stdout) == []
+    real = json.loads(run(runner, "drift", tree, "--target", "t_a", "--format", "json").stdout)
     assert real and {row["target"] for row in real} == {"t_a"}
 
 
 def test_drift_latest_alerts_name_the_collapse(runner: CliRunner, tree: Path) -> None:
     result = run(runner, "drift", tree, "--run", "latest", "--tier", "ALERT", "--item", "metric",
                  "--baseline", "previous_run", "--format", "json")
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert {(r["target"], r["item"], r["baseline_run_id"]) for r in rows} == {
         ("t_a", "mean_score", "run_2"), ("t_b", "mean_score", "run_2")}
     assert all(r["current_value"] == 0.40 and r["baseline_value"] == 0.61 for r in rows)
@@ -191,7 +191,7 @@ def test_drift_latest_alerts_name_the_collapse(runner: CliRunner, tree: Path) ->
 def test_mark_changes_the_last_good_baseline_at_once(runner: CliRunner, tree: Path) -> None:
     def last_good() -> set[str]:
         rows = json.loads(run(runner, "drift", tree, "--run", "run_3", "--baseline", "last_good_run",
-                              "--format", "json").output)
+                              "--format", "json").stdout)
         return {r["baseline_run_id"] for r in rows}
 
     assert last_good() == {"run_1"}  # run_2 has good = false

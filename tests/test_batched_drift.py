@@ -1,0 +1,143 @@
+"""Drift the cache does not hold is computed a batch of runs at a time (`Store.compute_drift`),
+and DuckDB works within the memory and spill limits metricsduck sets (issue 6).
+
+The reference for every drift row is `connect(root, use_cache=False)`, whose `drift` is the
+plain V005 view over every sidecar, computed in one query.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+import metricsduck
+from metricsduck import refresh as refresh_module
+from metricsduck.cli import main
+from metricsduck.demo import write_demo
+from metricsduck.errors import InputError
+from metricsduck.store import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, new_connection
+
+ORDER = "ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-run demo tree, never refreshed (no cache); tests must not write into it."""
+    root = tmp_path_factory.mktemp("batched") / "results"
+    write_demo(root, runs=4, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def plain(demo: Path) -> list[tuple]:
+    with metricsduck.connect(demo, use_cache=False) as store:
+        rows = store.sql(f"SELECT * FROM drift {ORDER}").fetchall()
+    assert not (demo / ".metricsduck" / "cache").exists()
+    return rows
+
+
+def test_a_tree_never_refreshed_gets_the_same_drift_run_by_run(demo: Path, plain: list[tuple],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refresh_module, "BATCH_COMPARISONS", 1)  # every run a batch of its own
+    calls = []
+    with metricsduck.connect(demo) as store:
+        cohort_runs = store.sql("SELECT count(*) FROM cohort_runs").fetchall()[0][0]
+        assert store.compute_drift(progress=lambda done, total: calls.append((done, total))) == cohort_runs
+        assert [total for _, total in calls] == [cohort_runs] * 4
+        assert [done for done, _ in calls] == sorted(done for done, _ in calls) and calls[-1][0] == cohort_runs
+        assert store.sql(f"SELECT * FROM drift {ORDER}").fetchall() == plain
+        assert store.compute_drift() == 0  # nothing left to compute
+        # the view no longer refers to the computing view once nothing is stale
+        definition = store.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'drift'").fetchall()[0][0]
+        assert "drift_computed" not in definition
+    assert not (demo / ".metricsduck" / "cache").exists(), "computing drift writes nothing"
+
+
+def test_drift_of_one_run_computes_that_run_only(demo: Path, plain: list[tuple]) -> None:
+    with metricsduck.connect(demo) as store:
+        latest, count = store.sql("SELECT run_id, cohort_runs FROM runs ORDER BY ordinal DESC LIMIT 1").fetchall()[0]
+        relation = store.drift(run="latest")  # computes the latest run's drift first
+        assert store.sql("SELECT count(*) FROM drift_fresh").fetchall()[0][0] > 0
+        assert store.sql("SELECT count(DISTINCT run_id) FROM drift_fresh").fetchall()[0][0] == 1
+        assert store.compute_drift(run=latest) == 0
+        got = relation.order("baseline_key, run_id, baseline_kind, item_kind, item").fetchall()
+        assert got == [row for row in plain if row[5] == latest]
+        assert store.compute_drift() == 3 * count  # the three other runs, each as big as the demo's
+        assert store.sql(f"SELECT * FROM drift {ORDER}").fetchall() == plain
+
+
+def test_cached_and_computed_drift_together_equal_the_plain_view(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_demo(root, runs=4, seed=5)
+    with metricsduck.connect(root) as store:
+        runs = [r for (r,) in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
+        store.refresh(runs=runs[:2])  # the cache holds the drift of the first two runs
+    with metricsduck.connect(root, use_cache=False) as store:
+        expected = store.sql(f"SELECT * FROM drift {ORDER}").fetchall()
+    with metricsduck.connect(root) as store:
+        held = store.sql("SELECT count(*) FROM cache_drift").fetchall()[0][0]
+        assert held == store.sql("SELECT count(*) FROM cohort_runs WHERE run_id IN (?, ?)", runs[:2]).fetchall()[0][0]
+        assert store.compute_drift() == store.sql("SELECT count(*) FROM cohort_runs").fetchall()[0][0] - held
+        assert store.sql(f"SELECT * FROM drift {ORDER}").fetchall() == expected
+        store.refresh()  # the computed rows of stale runs are no reason to skip them
+        assert store.status()[-1] == ("cache", "cohort-runs to refresh", "0")
+        assert store.sql(f"SELECT * FROM drift {ORDER}").fetchall() == expected
+
+
+# --- memory and spill limits -------------------------------------------------------------------
+
+def setting(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    return con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+
+
+def test_connections_get_the_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = duckdb.connect()
+    reference.execute("SET memory_limit = '300MB'")
+    reference.execute("SET max_temp_directory_size = '2GB'")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "300MB")
+    monkeypatch.setenv(TEMP_LIMIT_ENV, "2GB")
+    con = new_connection()
+    for name in ("memory_limit", "max_temp_directory_size"):
+        assert setting(con, name) == setting(reference, name)
+
+
+def test_default_limits_leave_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default DuckDB may take 80% of the memory and 90% of the free disk; metricsduck
+    gives it half the memory and a quarter of the spill folder's free space."""
+    import os
+    import shutil
+
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.delenv(TEMP_LIMIT_ENV, raising=False)
+    con = new_connection()
+    reference = duckdb.connect()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    reference.execute(f"SET memory_limit = '{memory // 2 // 2**20}MB'")
+    assert setting(con, "memory_limit") == setting(reference, "memory_limit")
+    free = shutil.disk_usage(setting(con, "temp_directory")
+                             if Path(setting(con, "temp_directory")).exists() else "/tmp").free
+    reference.execute(f"SET max_temp_directory_size = '{max(free // 4 // 2**20, 1024)}MB'")
+    # free space moves while the suite runs: compare the leading digits only
+    assert setting(con, "max_temp_directory_size").split(".")[0] == \
+        setting(reference, "max_temp_directory_size").split(".")[0]
+
+
+@pytest.mark.parametrize("variable", [MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV])
+def test_a_bad_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, tmp_path: Path) -> None:
+    monkeypatch.setenv(variable, "lots")
+    with pytest.raises(InputError, match=f"{variable}='lots' is not a size"):
+        new_connection()
+    result = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert result.exit_code == 4 and f"{variable}='lots'" in result.stderr
+
+
+def test_running_out_of_memory_is_exit_7_naming_the_limits(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "40MB")
+    result = CliRunner().invoke(main, ["drift", str(demo), "--format", "csv"])
+    assert result.exit_code == 7, result.output
+    assert "DuckDB ran out of memory or spill space" in result.stderr
+    assert f"40MB of memory ({MEMORY_LIMIT_ENV})" in result.stderr and TEMP_LIMIT_ENV in result.stderr
+    assert result.stdout == ""
