@@ -178,19 +178,36 @@ def _read_listing(folder: Path, name: str, kind: type) -> tuple[list, dict[str, 
             stat = (folder / segment.name).stat()
             if (stat.st_size, stat.st_mtime_ns) != (segment.size, segment.mtime_ns):
                 return None
-        rows = [kind(*row.values()) for row in table.cast(_schema(kind)).to_pylist()]
+        table = table.cast(_schema(kind))
+        rows = list(map(kind, *(table.column(name).to_pylist() for name in kind._fields)))
         return rows, segments
     except Exception:
         return None
 
 
-def _write_listing(folder: Path, name: str, rows: list, kind: type, segments: list[Segment],
-                   retired: dict[str, float]) -> None:
+def _columns(rows: list, kind: type) -> Any:
+    """An Arrow table of `rows` (NamedTuples of `kind`), built column by column."""
     import pyarrow as pa
 
+    schema = _schema(kind)
+    values = list(zip(*rows)) or [()] * len(kind._fields)
+    return pa.Table.from_arrays([pa.array(v, f.type) for v, f in zip(values, schema)], schema=schema)
+
+
+def _located(snapshot: "Snapshot", rows: list, kind: type) -> Any:
+    """`_columns` of `rows` plus `segment_file`: the path of the segment holding each one's rows."""
+    import pyarrow as pa
+
+    paths = {name: str(snapshot.segment_path(name)) for name in snapshot.segments}
+    return _columns(rows, kind).append_column(
+        "segment_file", pa.array([paths[row.segment] for row in rows], pa.string()))
+
+
+def _write_listing(folder: Path, name: str, rows: list, kind: type, segments: list[Segment],
+                   retired: dict[str, float]) -> None:
     from .files import parquet_bytes, write_atomic
 
-    table = pa.Table.from_pylist([row._asdict() for row in sorted(rows)], schema=_schema(kind))
+    table = _columns(sorted(rows), kind)
     write_atomic(folder / name, parquet_bytes(table.replace_schema_metadata({
         b"metricsduck.schema": MANIFEST_SCHEMA_ID.encode(),
         SEGMENTS_KEY: json.dumps([vars(s) for s in segments]).encode(),
@@ -216,6 +233,7 @@ class Snapshot:
     entries: list[Entry] = field(default_factory=list)
     drift: list[DriftEntry] = field(default_factory=list)  # valid for this snapshot's inputs
     stale: int = 0  # cohort-runs whose drift the cache does not hold
+    walked: bool = True  # False: the sidecars the manifest lists, as of the last refresh
     bound: list[str] = field(default_factory=list)
 
     def segment_path(self, name: str) -> Path:
@@ -233,6 +251,7 @@ class Snapshot:
         staged = sum(1 for e in good if e.segment in self.staged)
         return [
             ("cache", "folder", str(cache_dir(self.root))),
+            ("cache", "tree walked", "yes" if self.walked else "no: as of the last refresh (--cached)"),
             ("cache", "sidecars read from the cache", str(len(good) - staged)),
             ("cache", "sidecars read from the tree", str(staged)),
             ("cache", "cohort-runs with drift cached", str(len(self.drift))),
@@ -316,13 +335,15 @@ def misfits(con: Any, relation: str, source: str, params: list | None = None) ->
     return bad
 
 
-def take_snapshot(con: Any, root: Path, config: Config, *,
-                  use_cache: bool = True) -> tuple[Snapshot, list[tuple[str, str, str]]]:
+def take_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = True,
+                  cached_only: bool = False) -> tuple[Snapshot, list[tuple[str, str, str]]]:
     """Bind `facts_raw` (a table) and `samples_raw` (a view over Parquet segments) on `con`.
 
     Sidecars the cache already holds unchanged are read from its segments; the rest are
-    read by explicit file list into segments staged in a private temp folder. Returns the
-    snapshot and the `(path, source, reason)` of every file left out.
+    read by explicit file list into segments staged in a private temp folder. With
+    `cached_only` the tree is not walked: the snapshot is the sidecars the manifest lists,
+    as of the last refresh (the tree is walked if there is no usable manifest). Returns
+    the snapshot and the `(path, source, reason)` of every file left out.
     """
     from .writer import metrics_schema, samples_schema
 
@@ -331,16 +352,20 @@ def take_snapshot(con: Any, root: Path, config: Config, *,
     schemas = {"facts_raw": metrics_schema(), "samples_raw": samples_schema()}
     names = {sidecar_name(config.prefix, "metrics", "parquet"): "facts_raw",
              sidecar_name(config.prefix, "samples", "parquet"): "samples_raw"}
-    found, unlisted = walk(root, names)
     snapshot = Snapshot(root, Path(tempfile.mkdtemp(prefix="metricsduck-snapshot-")), use_cache)
     try:
-        bad = [(path, "tree", reason) for path, reason in unlisted]
         previous: dict[tuple[str, str], Entry] = {}
         cached = _read_listing(cache_dir(root), MANIFEST_FILE, Entry) if use_cache else None
         if cached is not None:
             rows, segments = cached
             previous = {(entry.path, entry.source): entry for entry in rows}
             snapshot.segments.update(segments)
+        if cached is not None and cached_only:
+            found, unlisted = sorted((e.path, e.source, e.size, e.mtime_ns) for e in rows), []
+            snapshot.walked = False
+        else:
+            found, unlisted = walk(root, names)
+        bad = [(path, "tree", reason) for path, reason in unlisted]
         fresh: dict[str, list[tuple[str, int, int]]] = {source: [] for source in SOURCES}
         for path, source, size, mtime_ns in found:
             known = previous.get((path, source))
@@ -435,11 +460,8 @@ def _bind(con: Any, snapshot: Snapshot, schemas: dict[str, Any], prefix: str) ->
     deleted or bad files is filtered to the rows of its live files (`cache_live`: each live
     sidecar with the one segment that holds its current rows).
     """
-    import pyarrow as pa
-
     live = [e for e in snapshot.entries if e.reason is None]
-    located = pa.Table.from_pylist([e._asdict() for e in live], schema=_schema(Entry)).append_column(
-        "segment_file", pa.array([str(snapshot.segment_path(e.segment)) for e in live], pa.string()))
+    located = _located(snapshot, live, Entry)
     _create_from(con, "cache_live", located, "SELECT path AS source_file, * EXCLUDE (path) FROM rows")
     counts: dict[str, int] = {}
     for entry in live:
@@ -489,10 +511,7 @@ def bind_drift(con: Any, snapshot: Snapshot, digest: str) -> None:
         "FROM cumulative, marks_digest", [digest])
     if not snapshot.use_cache or not views & {"drift", "drift_computed"}:
         return
-    import pyarrow as pa
-
-    located = pa.Table.from_pylist([d._asdict() for d in snapshot.drift], schema=_schema(DriftEntry)).append_column(
-        "segment_file", pa.array([str(snapshot.segment_path(d.segment)) for d in snapshot.drift], pa.string()))
+    located = _located(snapshot, snapshot.drift, DriftEntry)
     _create_from(con, "cache_drift", located,
                  "SELECT * FROM rows SEMI JOIN cache_fingerprints USING (baseline_key, run_id, fingerprint)")
     snapshot.drift = [DriftEntry(*row[:4]) for row in con.execute("SELECT * FROM cache_drift").fetchall()]

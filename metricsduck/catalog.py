@@ -178,13 +178,14 @@ def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]
 
 
 def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False,
-                 use_cache: bool = True) -> Snapshot | None:
+                 use_cache: bool = True, cached_only: bool = False) -> Snapshot | None:
     """Create `facts_raw`, `samples_raw` and `marks_raw` over the files under `root`.
 
     Each is the typed empty schema UNION ALL BY NAME the files, so an empty tree gives
     empty typed tables and sidecars missing an optional column read as NULL there.
     With `snapshot`, they are read once (`metricsduck.cache.take_snapshot`, through the
-    compacted cache unless `use_cache` is False): files that cannot be read, or are not
+    compacted cache unless `use_cache` is False; with `cached_only`, the sidecars the cache
+    lists, as of its last refresh, without a walk of the tree): files that cannot be read, or are not
     sidecars, are left out and listed in `bad_files` (path, source, reason) instead of
     failing the whole tree; the snapshot is returned. Without it they are live views over
     the glob that see new files on every query (the persisted catalog).
@@ -203,7 +204,7 @@ def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False
             con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
         return None
     con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
-    taken, bad = take_snapshot(con, root, config, use_cache=use_cache)
+    taken, bad = take_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
     _, pattern, schema, _ = sources[2]
     files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
     con.execute(f"CREATE OR REPLACE TABLE marks_raw AS {typed_empty(schema)}")
@@ -275,7 +276,7 @@ def apply_migration(con: Any, migration: Migration) -> None:
 
 def build(con: Any, root: Path, config: Config, *, sql_dir: Path | None = None,
           ledger: list[LedgerEntry] | None = None, snapshot: bool = False,
-          use_cache: bool = True) -> Snapshot | None:
+          use_cache: bool = True, cached_only: bool = False) -> Snapshot | None:
     """Bind sources, fill settings and apply every SQL file on `con`; record the ledger.
 
     Versions already in `ledger` keep their original applied time. Returns the snapshot
@@ -284,7 +285,7 @@ def build(con: Any, root: Path, config: Config, *, sql_dir: Path | None = None,
     migrations = discover(sql_dir)
     con.execute("SET TimeZone = 'UTC'")
     fill_settings(con, config, root)
-    taken = bind_sources(con, root, config, snapshot=snapshot, use_cache=use_cache)
+    taken = bind_sources(con, root, config, snapshot=snapshot, use_cache=use_cache, cached_only=cached_only)
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (version INTEGER PRIMARY KEY, name VARCHAR, "
         "sha256 VARCHAR, applied_at TIMESTAMPTZ)"

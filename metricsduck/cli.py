@@ -73,25 +73,33 @@ def _config(root: str | None, config_path: str | None) -> Any:
     return resolve_config(root, config_path)
 
 
-def _store(root: str, config_path: str | None) -> Any:
+def _store(root: str, config_path: str | None, cached: bool = False) -> Any:
     """The store for ROOT; each file it had to leave out is named on stderr."""
     from .store import connect
 
-    store = connect(root, _config(root, config_path))
+    store = connect(root, _config(root, config_path), cached_only=cached)
     store.lock_down()  # commands only read the snapshot; the user's SQL cannot touch files
     for path, _, reason in store.bad_files():
         click.echo(f"metricsduck: warning: skipped {path}: {reason}", err=True)
     return store
 
 
-def with_store(func: Callable) -> Callable:
-    """Open the store for ROOT, pass it on as `store`, close it afterwards."""
+def with_store(func: Callable | None = None, *, cached: bool = True) -> Callable:
+    """Open the store for ROOT, pass it on as `store`, close it afterwards; `cached` adds
+    the `--cached` option (a store that does not walk the tree)."""
+    if func is None:
+        return lambda f: with_store(f, cached=cached)
 
     @wraps(func)
     def wrapper(root: str, config_path: str | None, **kwargs: Any) -> Any:
-        with _store(root, config_path) as store:
+        with _store(root, config_path, kwargs.pop("cached", False)) as store:
             return func(store=store, **kwargs)
 
+    if cached:
+        wrapper = click.option(
+            "--cached", is_flag=True,
+            help="Serve what the last refresh cached without walking the tree: fast on big trees, "
+                 "but sidecars written, changed or deleted since are not seen.")(wrapper)
     return config_option(wrapper)
 
 
@@ -223,7 +231,7 @@ def demo(root: str, runs: int, seed: int, config_path: str | None) -> None:
 @ROOT
 @click.option("--run", "run_ids", multiple=True, help="Refresh this run (repeatable).")
 @click.option("--all", "all_runs", is_flag=True, help="Refresh every run.")
-@with_store
+@with_store(cached=False)
 @output_options
 def refresh(store: Any, run_ids: tuple[str, ...], all_runs: bool, fmt: str, output: str | None) -> None:
     """Write drift, trend and rollup files into the tree: the one command after each run.

@@ -147,6 +147,10 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
 
     `stage` limits the work to one stage; `cohort_files=False` writes only the rollups.
     """
+    if store._snapshot is not None and not store._snapshot.walked:
+        raise InputError(f"{store.root}: this store serves the cache as of the last refresh "
+                         "(cached_only) and does not see the tree; refresh with a store that does "
+                         "(connect without cached_only)")
     with refresh_lock(store.root, on_wait), _materialised(store):
         known = [r[0] for r in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
         if all_runs:
@@ -277,10 +281,11 @@ def _original(con: Any) -> str:
 
 
 def _materialised(store: Any) -> Any:
-    """For a whole refresh: `cohort_runs` and `facts` (deduplicated), which every batch and
-    nearly every view reads, computed once."""
+    """For a whole refresh: `fact_sources` (the sidecar that counts, per cohort-run) and
+    `cohort_runs`, which every batch and nearly every view reads, computed once."""
     original = _original(store.con)
-    return _shadowed(store.con, {name: f"SELECT * FROM {original}.{name}" for name in ("cohort_runs", "facts")})
+    return _shadowed(store.con, {name: f"SELECT * FROM {original}.{name}"
+                                 for name in ("fact_sources", "cohort_runs")})
 
 
 @contextmanager
@@ -290,10 +295,11 @@ def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
     reads the table `refresh_scope` and stays valid afterwards).
 
     The compared pairs (`baseline_summary`, `baselines`, `missing_baselines`) are cut to the
-    runs' own, and `samples` and `scalar_facts` to those their pairs compare: the runs'
-    and their baselines'. Samples are most of the data and their statistics most of the
-    work, so the cost of refreshing a run follows the run and its baselines, not the whole
-    history. Each is a table made once, so the views reading them do not evaluate them
+    runs' own, and the cohort-runs whose samples count (`sample_sources`, which `samples`
+    reads) and `scalar_facts` to those their pairs compare: the runs' and their
+    baselines'. Samples are most of the data and their statistics most of the work, so
+    the cost of refreshing a run follows the run and its baselines, not the whole history.
+    Each is a small table made once, so the views reading them do not evaluate them
     again. Pair ids are those of the full view, so every number is unchanged.
     """
     from .cache import sql_string
@@ -317,7 +323,7 @@ def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
         "baseline_summary": f"SELECT * FROM {original}.baseline_summary WHERE run_id IN ({own})",
         "baselines": f"SELECT * FROM {original}.baselines WHERE run_id IN ({own})",
         "missing_baselines": f"SELECT * FROM {original}.missing_baselines WHERE run_id IN ({own})",
-        "samples": f"SELECT * FROM {original}.samples WHERE {pairs}",
+        "sample_sources": f"SELECT * FROM {original}.sample_sources WHERE {pairs}",
         "scalar_facts": f"SELECT * FROM {original}.scalar_facts WHERE {pairs}",
     }):
         yield scope

@@ -332,8 +332,10 @@ class Store:
 
     def reload(self) -> None:
         """Take a new snapshot of the sidecars and marks (new and changed files appear)."""
+        previous = self._snapshot
         self._take(bind_sources(self.con, self.root, self.config, snapshot=True,
-                                use_cache=self._snapshot is None or self._snapshot.use_cache))
+                                use_cache=previous is None or previous.use_cache,
+                                cached_only=previous is not None and not previous.walked))
         self._bind_drift()
 
     def close(self) -> None:
@@ -410,14 +412,17 @@ def _spill_dir() -> Path:
 
 
 def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,
-            use_cache: bool = True) -> Store:
+            use_cache: bool = True, cached_only: bool = False) -> Store:
     """Open a store over the tree at `root` (which may be empty or missing).
 
     Views are built in memory over a snapshot of the sidecars taken now (call
     `store.reload()` to see files written since), so several processes can query one
     tree at once. Sidecars already in the compacted cache (ROOT/.metricsduck/cache/,
     kept by `refresh`) are read from it, the rest from the tree; `use_cache=False` reads
-    every sidecar. The cache is only read here, never written. If the tree has a
+    every sidecar. `cached_only=True` skips the walk of the tree, which dominates on big
+    trees: the store then serves what the last refresh cached, and sidecars written,
+    changed or deleted since are not seen (`refresh` refuses such a store). The cache is
+    only read here, never written. If the tree has a
     persisted catalog, its ledger is checked first: an applied SQL file that has since
     been edited is an error.
     """
@@ -431,7 +436,8 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     store = Store(root, config, new_connection(), sql_dir)
     con = store.con
     try:
-        store._take(build(con, root, config, sql_dir=sql_dir, snapshot=True, use_cache=use_cache))
+        store._take(build(con, root, config, sql_dir=sql_dir, snapshot=True, use_cache=use_cache,
+                          cached_only=cached_only))
     except BaseException:
         store.close()
         raise

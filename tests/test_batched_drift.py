@@ -141,3 +141,37 @@ def test_running_out_of_memory_is_exit_7_naming_the_limits(demo: Path, monkeypat
     assert "DuckDB ran out of memory or spill space" in result.stderr
     assert f"40MB of memory ({MEMORY_LIMIT_ENV})" in result.stderr and TEMP_LIMIT_ENV in result.stderr
     assert result.stdout == ""
+
+
+# --- --cached: the cache as of the last refresh, without a walk of the tree ---------------------
+
+def test_cached_only_serves_the_last_refresh_without_walking(tmp_path: Path) -> None:
+    import shutil
+
+    from metricsduck.marks import write_mark
+
+    root = tmp_path / "results"
+    write_demo(root, runs=3, seed=5)
+    with metricsduck.connect(root, cached_only=True) as store:  # no cache yet: it walks
+        assert ("cache", "tree walked", "yes") in store.status()
+        runs = [r for (r,) in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
+        store.refresh()
+    with metricsduck.connect(root) as store:
+        before = store.sql(f"SELECT * FROM drift {ORDER}").fetchall()
+    write_mark(root, runs[0], False, "outage")  # marks apply to a cached store too
+    with metricsduck.connect(root) as store:
+        marked = store.sql(f"SELECT * FROM drift {ORDER}").fetchall()
+    assert marked != before
+    shutil.rmtree(sorted(root.glob("run_*"))[-1])  # the tree changes after the refresh: its last run goes
+    with metricsduck.connect(root, cached_only=True) as store:
+        assert ("cache", "tree walked", "no: as of the last refresh (--cached)") in store.status()
+        assert store.sql(f"SELECT * FROM drift {ORDER}").fetchall() == marked
+        with pytest.raises(InputError, match="as of the last refresh"):
+            store.refresh()
+        store.reload()  # stays as of the last refresh
+        assert store.sql("SELECT count(*) FROM runs").fetchall()[0][0] == 3
+    with metricsduck.connect(root) as store:  # a walking store sees the run gone
+        assert store.sql("SELECT count(*) FROM runs").fetchall()[0][0] == 2
+    cli = CliRunner().invoke(main, ["drift", str(root), "--cached", "--run", runs[-1], "--format", "csv"])
+    assert cli.exit_code == 0 and cli.stdout.count("\n") == 1 + sum(1 for row in marked if row[5] == runs[-1])
+    assert "--cached" not in CliRunner().invoke(main, ["refresh", "--help"]).stdout
