@@ -298,9 +298,11 @@ def test_cached_drift_follows_marks_and_config(tmp_path: Path, make_config) -> N
 
     write_mark(root, "run01", False, "outage")
     write_mark(root, "run02", True)
-    assert_same(read(root), read(root, use_cache=False), "after marks")
+    # refresh writes outputs, never sidecars or marks: the plain read stays the expected one
+    plain = read(root, use_cache=False)
+    assert_same(read(root), plain, "after marks")
     refresh(root)
-    assert_same(read(root), read(root, use_cache=False), "after marks, refreshed")
+    assert_same(read(root), plain, "after marks, refreshed")
     config = make_config("safety:\n  telemetry:\n    baselines:\n      rolling_window_k: 2\n"
                          "    drift:\n      psi_bins: 3\n      tiers:\n        relative: [0.001, 0.002]\n")
     for use_cache in (True, False):
@@ -321,10 +323,56 @@ def small_tree(root: Path, runs: int = 3, seed: int = 0) -> np.random.Generator:
     return rng
 
 
-def test_a_changed_or_deleted_sidecar_invalidates_exactly_its_rows(tmp_path: Path) -> None:
-    root = tmp_path / "results"
+# Building and refreshing a tree costs seconds; copying one costs milliseconds. The small tree
+# is built and refreshed once per module and each test works on its own copy (copy2 keeps the
+# mtimes the cache compares, and the cache stores paths relative to the root), with an rng
+# that continues where the tree's stopped: the same tree, bytes and random stream as building
+# it in the test.
+
+def copy_tree(built: tuple[Path, dict], root: Path) -> np.random.Generator:
+    """Copy a module's tree `(root, rng state)` to `root`; return its rng, continued."""
+    source, state = built
+    shutil.copytree(source, root)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
+
+
+@pytest.fixture(scope="module")
+def refreshed_small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """`small_tree` refreshed once (its cache published); never modified: copy it."""
+    root = tmp_path_factory.mktemp("refreshed_small") / "results"
     rng = small_tree(root)
     refresh(root)
+    return root, rng.bit_generator.state
+
+
+@pytest.fixture
+def refreshed(refreshed_small: tuple[Path, dict], tmp_path: Path) -> tuple[Path, np.random.Generator]:
+    """This test's copy of the refreshed small tree at `tmp_path/results`, and its rng."""
+    root = tmp_path / "results"
+    return root, copy_tree(refreshed_small, root)
+
+
+def relocated(found: dict[str, list[tuple]], old: Path, new: Path) -> dict[str, list[tuple]]:
+    """`contents` read in the tree at `old`, as the same tree copied to `new` must read: its
+    absolute paths (`source_file`, bad file paths and reasons) moved, nothing else changed.
+
+    Replacing one common prefix by another keeps the `ORDER BY ALL` order of the rows."""
+    before, after = str(old.resolve()), str(new.resolve())
+
+    def move(value):
+        if isinstance(value, str):
+            return value.replace(before, after)
+        if isinstance(value, tuple):
+            return tuple(move(v) for v in value)
+        return value
+
+    return {name: [move(row) for row in rows] for name, rows in found.items()}
+
+
+def test_a_changed_or_deleted_sidecar_invalidates_exactly_its_rows(refreshed) -> None:
+    root, rng = refreshed
     before = manifest(root)
     changed = cohort_dir(root, 1, KEYS[0]) / METRICS
     changed_samples = cohort_dir(root, 1, KEYS[0]) / SAMPLES
@@ -339,11 +387,9 @@ def test_a_changed_or_deleted_sidecar_invalidates_exactly_its_rows(tmp_path: Pat
         return sorted(store.sql(f"SELECT * EXCLUDE (source_file) FROM {table} WHERE source_file = ? "
                                 "ORDER BY ALL", [str(path.resolve())]).fetchall(), key=repr)
 
-    def file_rows(path: Path) -> list:
-        with metricsduck.connect(root, use_cache=False) as store:
-            return rows_of(store, "facts_raw" if path.name == METRICS else "samples_raw", path)
-
-    expected_changed, expected_samples = file_rows(changed), file_rows(changed_samples)
+    with metricsduck.connect(root, use_cache=False) as store:
+        expected_changed = rows_of(store, "facts_raw", changed)
+        expected_samples = rows_of(store, "samples_raw", changed_samples)
     for label in ("cache + fresh files", "after the cache was updated"):
         with metricsduck.connect(root) as store:
             assert rows_of(store, "facts_raw", changed) == expected_changed, label
@@ -365,12 +411,10 @@ def test_a_changed_or_deleted_sidecar_invalidates_exactly_its_rows(tmp_path: Pat
     assert_same(read(root), read(root, use_cache=False), "after the update")
 
 
-def test_unchanged_files_are_served_from_the_cache_not_reread(tmp_path: Path) -> None:
+def test_unchanged_files_are_served_from_the_cache_not_reread(refreshed) -> None:
     """A sidecar whose (size, mtime) still match the manifest is not read again: damage it
     behind the cache's back (same size, mtime restored) and the cached rows are still served."""
-    root = tmp_path / "results"
-    small_tree(root)
-    refresh(root)
+    root, _ = refreshed
     path = cohort_dir(root, 1, KEYS[1]) / METRICS
     with metricsduck.connect(root) as store:
         cached = contents(store, ("facts_raw",))
@@ -384,11 +428,9 @@ def test_unchanged_files_are_served_from_the_cache_not_reread(tmp_path: Path) ->
         assert [row[0] for row in store.bad_files()] == [str(path.resolve())]
 
 
-def test_the_cache_follows_the_tree_when_it_is_moved(tmp_path: Path) -> None:
+def test_the_cache_follows_the_tree_when_it_is_moved(tmp_path: Path, refreshed) -> None:
     """Paths in the cache are relative to the root: a copied tree (mtimes kept) reads its own paths."""
-    root = tmp_path / "results"
-    small_tree(root)
-    refresh(root)
+    root, _ = refreshed
     moved = tmp_path / "elsewhere" / "results"
     shutil.copytree(root, moved)
     got = read(moved)
@@ -429,17 +471,26 @@ def damage_all(root: Path) -> None:
     shutil.rmtree(cache_folder(root))
 
 
+@pytest.fixture(scope="module")
+def stale_cache(refreshed_small: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory):
+    """The refreshed small tree with fresh files beside its cache (a new run, a bad file),
+    and its contents read from every sidecar: the same for each damage, so read once."""
+    root = tmp_path_factory.mktemp("stale_cache") / "results"
+    rng = copy_tree(refreshed_small, root)
+    write_run(root, rng, 3)  # fresh files beside the cache
+    garbage(cohort_dir(root, 3, KEYS[0], "junk") / METRICS, rng)
+    return root, read(root, use_cache=False)
+
+
 @pytest.mark.parametrize("damage", [
     damage_all, damage_segment_truncate, damage_segment_delete, damage_segment_garbage,
     damage_manifest_truncate, damage_manifest_garbage, damage_manifest_empty,
 ], ids=lambda f: f.__name__[len("damage_"):])
-def test_a_lost_or_damaged_cache_loses_nothing_and_refresh_rebuilds_it(tmp_path: Path, damage) -> None:
+def test_a_lost_or_damaged_cache_loses_nothing_and_refresh_rebuilds_it(tmp_path: Path, stale_cache, damage) -> None:
+    source, expected_there = stale_cache
     root = tmp_path / "results"
-    rng = small_tree(root)
-    refresh(root)
-    write_run(root, rng, 3)  # fresh files beside the cache
-    garbage(cohort_dir(root, 3, KEYS[0], "junk") / METRICS, rng)
-    expected = read(root, use_cache=False)
+    shutil.copytree(source, root)
+    expected = relocated(expected_there, source, root)
     assert_same(read(root), expected, "intact cache")
     damage(root)
     assert_same(read(root), expected, f"after {damage.__name__}")
@@ -472,10 +523,8 @@ def break_some(root: Path, rng: np.random.Generator) -> set[str]:
     return {str(p.resolve()) for p in bad}
 
 
-def test_bad_files_are_reported_the_same_with_and_without_the_cache(tmp_path: Path) -> None:
-    root = tmp_path / "results"
-    rng = small_tree(root)
-    refresh(root)
+def test_bad_files_are_reported_the_same_with_and_without_the_cache(refreshed) -> None:
+    root, rng = refreshed
     expected_paths = break_some(root, rng)
     expected = read(root, use_cache=False)
     assert {row[0] for row in expected["bad_files"]} == expected_paths
@@ -511,10 +560,8 @@ def test_a_sidecar_with_a_wrong_column_type_is_reported_not_fatal(tmp_path: Path
 
 # --- 5. query commands never write the cache --------------------------------------------------------
 
-def test_queries_and_lock_down_write_nothing(tmp_path: Path) -> None:
-    root = tmp_path / "results"
-    rng = small_tree(root)
-    refresh(root)
+def test_queries_and_lock_down_write_nothing(refreshed) -> None:
+    root, rng = refreshed
     write_run(root, rng, 3)  # the cache is stale: the store must stage these privately
     (cohort_dir(root, 0, KEYS[0]) / SAMPLES).unlink()
     garbage(cohort_dir(root, 3, KEYS[0], "junk") / METRICS, rng)
@@ -559,10 +606,8 @@ def test_queries_on_a_tree_without_a_cache_do_not_create_one(tmp_path: Path) -> 
 
 # --- 6. lock_down reads the segments, and nothing else ----------------------------------------------
 
-def test_lock_down_still_reads_segments_but_no_other_file(tmp_path: Path) -> None:
-    root = tmp_path / "results"
-    rng = small_tree(root)
-    refresh(root)
+def test_lock_down_still_reads_segments_but_no_other_file(tmp_path: Path, refreshed) -> None:
+    root, rng = refreshed
     write_run(root, rng, 3)                           # staged segments
     (cohort_dir(root, 1, KEYS[1]) / SAMPLES).unlink()  # a cached segment read in part
     with metricsduck.connect(root) as store:
@@ -596,10 +641,8 @@ def staging(folder: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_the_staging_folder_is_removed_on_close(tmp_path: Path, private_tmp: Path, use_cache: bool) -> None:
-    root = tmp_path / "results"
-    rng = small_tree(root)
-    refresh(root)
+def test_the_staging_folder_is_removed_on_close(refreshed, private_tmp: Path, use_cache: bool) -> None:
+    root, rng = refreshed
     write_run(root, rng, 3)
     assert staging(private_tmp) == []
     store = metricsduck.connect(root, use_cache=use_cache)
@@ -614,10 +657,8 @@ def test_the_staging_folder_is_removed_on_close(tmp_path: Path, private_tmp: Pat
     assert staging(private_tmp) == []
 
 
-def test_reload_sees_new_files_and_replaces_the_staging_folder(tmp_path: Path, private_tmp: Path) -> None:
-    root = tmp_path / "results"
-    rng = small_tree(root)
-    refresh(root)
+def test_reload_sees_new_files_and_replaces_the_staging_folder(refreshed, private_tmp: Path) -> None:
+    root, rng = refreshed
     with metricsduck.connect(root) as store:
         write_run(root, rng, 3)
         (cohort_dir(root, 0, KEYS[0]) / METRICS).unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -188,9 +189,11 @@ def test_refreshing_run_by_run_gives_the_same_bytes_as_all_runs_at_once(
     from metricsduck import refresh as refresh_module
 
     outputs, cached = {}, {}
+    source = tmp_path / "demo"
+    write_demo(source, runs=4, seed=5)
     for name, batch in (("together", refresh_module.BATCH_COMPARISONS), ("one_by_one", 1)):
         root = tmp_path / name
-        write_demo(root, runs=4, seed=5)
+        shutil.copytree(source, root)  # the same sidecars, written once
         monkeypatch.setattr(refresh_module, "BATCH_COMPARISONS", batch)
         with metricsduck.connect(root) as store:
             assert store.refresh(all_runs=True).failed == []
