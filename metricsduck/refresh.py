@@ -256,9 +256,10 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
 
 
 @contextmanager
-def _shadowed(con: Any, relations: dict[str, str]) -> Iterator[None]:
+def _shadowed(con: Any, relations: dict[str, str], kind: str = "TABLE") -> Iterator[None]:
     """While inside, a temp table of each query (`name` -> query, made in order) shadows the
-    view of that name, for every view that reads it: computed once, not once per reader.
+    view of that name, for every view that reads it: computed once, not once per reader
+    (`kind` VIEW: a temp view instead, evaluated by each reader).
 
     The queries name the views they narrow as `ORIGINAL.name` (the main schema's own),
     since a bare or `main.` name already resolves to the temp table.
@@ -266,12 +267,12 @@ def _shadowed(con: Any, relations: dict[str, str]) -> Iterator[None]:
     made: list[str] = []
     try:
         for name, query in relations.items():
-            con.execute(f"CREATE TEMP TABLE {name} AS {query}")
+            con.execute(f"CREATE TEMP {kind} {name} AS {query}")
             made.append(name)
         yield
     finally:
         for name in reversed(made):
-            con.execute(f"DROP TABLE temp.{name}")
+            con.execute(f"DROP {kind} temp.{name}")
 
 
 def _original(con: Any) -> str:
@@ -295,12 +296,13 @@ def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
     reads the table `refresh_scope` and stays valid afterwards).
 
     The compared pairs (`baseline_summary`, `baselines`, `missing_baselines`) are cut to the
-    runs' own, and the cohort-runs whose samples count (`sample_sources`, which `samples`
-    reads) and `scalar_facts` to those their pairs compare: the runs' and their
-    baselines'. Samples are most of the data and their statistics most of the work, so
-    the cost of refreshing a run follows the run and its baselines, not the whole history.
-    Each is a small table made once, so the views reading them do not evaluate them
-    again. Pair ids are those of the full view, so every number is unchanged.
+    runs' own, and the sample rows (`samples_raw`, a view whose run filter is a constant
+    list that the Parquet scans check against row-group statistics), the cohort-runs whose
+    samples count (`sample_sources`) and `scalar_facts` to those their pairs compare: the
+    runs' and their baselines'. Samples are most of the data and their statistics most of
+    the work, so the cost of refreshing a run follows the run and its baselines, not the
+    whole history. The others are small tables made once, so the views reading them do not
+    evaluate them again. Pair ids are those of the full view, so every number is unchanged.
     """
     from .cache import sql_string
 
@@ -318,14 +320,15 @@ def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
         "SELECT DISTINCT run_id FROM refresh_pairs ORDER BY run_id").fetchall()) or "NULL"
     pairs = f"run_id IN ({listed}) AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM refresh_pairs)"
     original = _original(con)
-    with _shadowed(con, {
-        # first: its pair ids are numbered over every pair of the full `baselines`
-        "baseline_summary": f"SELECT * FROM {original}.baseline_summary WHERE run_id IN ({own})",
-        "baselines": f"SELECT * FROM {original}.baselines WHERE run_id IN ({own})",
-        "missing_baselines": f"SELECT * FROM {original}.missing_baselines WHERE run_id IN ({own})",
-        "sample_sources": f"SELECT * FROM {original}.sample_sources WHERE {pairs}",
-        "scalar_facts": f"SELECT * FROM {original}.scalar_facts WHERE {pairs}",
-    }):
+    with _shadowed(con, {"samples_raw": f"SELECT * FROM {original}.samples_raw WHERE {pairs}"}, "VIEW"), \
+            _shadowed(con, {
+                # first: its pair ids are numbered over every pair of the full `baselines`
+                "baseline_summary": f"SELECT * FROM {original}.baseline_summary WHERE run_id IN ({own})",
+                "baselines": f"SELECT * FROM {original}.baselines WHERE run_id IN ({own})",
+                "missing_baselines": f"SELECT * FROM {original}.missing_baselines WHERE run_id IN ({own})",
+                "sample_sources": f"SELECT * FROM {original}.sample_sources",  # of the narrowed rows
+                "scalar_facts": f"SELECT * FROM {original}.scalar_facts WHERE {pairs}",
+            }):
         yield scope
 
 
