@@ -4,24 +4,28 @@
 -- took seconds and gigabytes), and a query that needs a few cohort-runs can narrow the
 -- small `*_sources` views instead.
 
--- One row per cohort-run (baseline_key, run_id) of the metric sidecars (schema version 1):
--- the sidecar whose rows count. The newest written_at wins (NULL only when none has one),
--- ties go to the later path, as in V001's ranking.
-CREATE OR REPLACE VIEW fact_sources AS
+-- One row per cohort-run (baseline_key, run_id) of the sidecars in the table `raw`
+-- (schema version 1): the sidecar whose rows count. The newest written_at wins (NULL only
+-- when none has one), ties go to the later path, as in V001's ranking.
+CREATE OR REPLACE MACRO newest_sidecars(raw) AS TABLE
 WITH newest AS (
     SELECT baseline_key, run_id, max(written_at) AS written_at
-    FROM facts_raw
+    FROM query_table(raw)
     WHERE schema_version = 1
     GROUP BY baseline_key, run_id
 )
-SELECT n.baseline_key, n.run_id, n.written_at, max(f.source_file) AS source_file
+SELECT n.baseline_key, n.run_id, n.written_at, max(r.source_file) AS source_file
 FROM newest AS n
-JOIN facts_raw AS f
-    ON f.baseline_key IS NOT DISTINCT FROM n.baseline_key
-    AND f.run_id IS NOT DISTINCT FROM n.run_id
-    AND f.written_at IS NOT DISTINCT FROM n.written_at
-WHERE f.schema_version = 1
+JOIN query_table(raw) AS r
+    ON r.baseline_key IS NOT DISTINCT FROM n.baseline_key
+    AND r.run_id IS NOT DISTINCT FROM n.run_id
+    AND r.written_at IS NOT DISTINCT FROM n.written_at
+WHERE r.schema_version = 1
 GROUP BY n.baseline_key, n.run_id, n.written_at;
+
+-- One row per cohort-run of the metric sidecars: the sidecar whose rows count.
+CREATE OR REPLACE VIEW fact_sources AS
+SELECT * FROM newest_sidecars('facts_raw');
 
 -- One row per metric of each cohort-run (schema version 1): the rows of its winning
 -- sidecar (`fact_sources`) that carry the winning written_at. Same rows as V001.
@@ -38,23 +42,9 @@ SEMI JOIN fact_sources AS s
     AND f.source_file IS NOT DISTINCT FROM s.source_file
 WHERE f.schema_version = 1;
 
--- One row per cohort-run of the sample sidecars: the sidecar whose rows count, chosen as
--- in `fact_sources`.
+-- One row per cohort-run of the sample sidecars: the sidecar whose rows count.
 CREATE OR REPLACE VIEW sample_sources AS
-WITH newest AS (
-    SELECT baseline_key, run_id, max(written_at) AS written_at
-    FROM samples_raw
-    WHERE schema_version = 1
-    GROUP BY baseline_key, run_id
-)
-SELECT n.baseline_key, n.run_id, n.written_at, max(s.source_file) AS source_file
-FROM newest AS n
-JOIN samples_raw AS s
-    ON s.baseline_key IS NOT DISTINCT FROM n.baseline_key
-    AND s.run_id IS NOT DISTINCT FROM n.run_id
-    AND s.written_at IS NOT DISTINCT FROM n.written_at
-WHERE s.schema_version = 1
-GROUP BY n.baseline_key, n.run_id, n.written_at;
+SELECT * FROM newest_sidecars('samples_raw');
 
 -- One row per retained sample value of each cohort-run and distribution: the rows of its
 -- winning sidecar (`sample_sources`). Same rows as V001.
