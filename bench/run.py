@@ -318,6 +318,27 @@ def bench_scale(runs: int, cohorts: int, args, log) -> dict:
     def drop_cache() -> None:
         shutil.rmtree(root / CACHE, ignore_errors=True)
 
+    # refresh after one more run is added: generate it (untimed), refresh, remove it again
+    added = []
+    m = generate.read_manifest(root)
+
+    def add() -> None:
+        run_id, seconds = generate.add_run(root)
+        added.append((run_id, seconds))
+
+    def remove() -> None:
+        shutil.rmtree(root / generate.run_dir_name(m["runs"] + 1), ignore_errors=True)
+        generate.write_manifest(root, m["runs"], m["cohorts"], m["seed"])
+        spawn("md_refresh_added", root, args.timeout)  # untimed: back in step with the tree
+
+    if args.only:  # these steps alone, in this order, without the agreement check
+        hooks = {"md_cold": {"before": drop_cache}, "md_refresh_added": {"before": add, "after": remove}}
+        for step in args.only:
+            timed(step, args.reps, **hooks.get(step, {}))
+        result["add_run_generate_seconds"] = [s for _, s in added]
+        result["steps"] = {k: summarise(v) for k, v in steps.items()}
+        return result
+
     # 1. the first repetitions, with the agreement check
     dumps = {name: str(args.trees / f".dump_{name}_{runs}x{cohorts}.pkl") for name in ("md", "a", "b")}
     timed("md_cold", 1, before=drop_cache, dump=dumps["md"])
@@ -370,19 +391,6 @@ def bench_scale(runs: int, cohorts: int, args, log) -> dict:
     timed("md_warm", reps)
     timed("md_warm_cached", reps)
     timed("md_refresh_newest", reps)
-
-    # refresh after one more run is added: generate it (untimed), refresh, remove it again
-    added = []
-    m = generate.read_manifest(root)
-
-    def add() -> None:
-        run_id, seconds = generate.add_run(root)
-        added.append((run_id, seconds))
-
-    def remove() -> None:
-        shutil.rmtree(root / generate.run_dir_name(m["runs"] + 1), ignore_errors=True)
-        generate.write_manifest(root, m["runs"], m["cohorts"], m["seed"])
-        spawn("md_refresh_added", root, args.timeout)  # untimed: back in step with the tree
 
     if full_refresh:
         timed("md_refresh_added", reps, before=add, after=remove)
@@ -537,6 +545,9 @@ def main(argv: list[str] | None = None) -> None:
                              "PYTHONPATH of every step), e.g. a `git archive` of a commit")
     parser.add_argument("--mem-limit-gb", type=float, default=12.0,
                         help="kill a step whose RSS exceeds this (default 12)")
+    parser.add_argument("--only", type=lambda text: text.split(","), metavar="STEP,...",
+                        help="run only these steps, in this order, without the agreement check "
+                             "(e.g. md_refresh_all,md_warm,md_warm_cached)")
     parser.add_argument("--md-memory-limit", default="8GB",
                         help="METRICSDUCK_MEMORY_LIMIT of metricsduck's steps (default 8GB)")
     parser.add_argument("--table-from", type=Path, metavar="JSON", help="print the table of a --json file")

@@ -293,7 +293,8 @@ def _materialised(store: Any) -> Any:
 def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
     """While inside, the views compare only the cohort-runs of `runs` (of `stage`, if
     given); yields the condition that picks those cohort-runs from a view (`scope`, which
-    reads the table `refresh_scope` and stays valid afterwards).
+    reads the table `refresh_scope` and stays valid afterwards, as does the table of those
+    cohort-runs, `refresh_cohorts`).
 
     The compared pairs (`baseline_summary`, `baselines`, `missing_baselines`) are cut to the
     runs' own, and the sample rows (`samples_raw`, a view whose run filter is a constant
@@ -311,8 +312,9 @@ def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
                 "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [runs, stage])
     scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
              "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
-    con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs AS "
-                f"SELECT baseline_key, run_id FROM cohort_runs WHERE {scope} UNION "
+    con.execute(f"CREATE OR REPLACE TEMP TABLE refresh_cohorts AS SELECT baseline_key, run_id FROM cohort_runs "
+                f"WHERE {scope}")
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs AS SELECT * FROM refresh_cohorts UNION "
                 f"SELECT baseline_key, baseline_run_id FROM baselines WHERE {scope}")
     # constant run lists, which the Parquet scans check against row-group statistics
     own = ", ".join(map(sql_string, runs))
@@ -342,8 +344,8 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
     drift = dict(_groups(_arrow(store.sql(
         "SELECT * FROM drift ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
         DRIFT_SCHEMA_ID), "baseline_key", "run_id"))
-    trends = dict(_groups(_arrow(store.sql(
-        f"SELECT * FROM trends WHERE {scope} ORDER BY baseline_key, run_id, metric"),
+    trends = dict(_groups(_arrow(store.sql(  # the trends of these cohort-runs alone (V009)
+        "SELECT * FROM trends_of('refresh_cohorts') ORDER BY baseline_key, run_id, metric"),
         TREND_SCHEMA_ID), "baseline_key", "run_id"))
     summary.cohorts += len(cohorts)
     for done, (baseline_key, run_id, facts_file, *fingerprints) in enumerate(cohorts, start=1):

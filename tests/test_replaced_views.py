@@ -1,9 +1,13 @@
-"""V008's `facts` and `samples` keep exactly the rows of V001's, on adversarial raw tables.
+"""Views that a later SQL version replaces keep exactly the rows of the versions they replace.
 
-V001 found the winning sidecar of each cohort-run by ranking every row (dense_rank by
-written_at DESC, source_file DESC, NULLs last); V008 finds it by aggregation. The oracle is
-V001's own released view text, run on the same raw rows: duplicates, ties on written_at,
-NULL written_at, NULL keys, several written_at inside one file, other schema versions.
+The oracle is always the released text of the replaced view, run on the same data.
+
+- V008's `facts` and `samples` against V001's, on adversarial raw tables. V001 found the
+  winning sidecar of each cohort-run by ranking every row (dense_rank by written_at DESC,
+  source_file DESC, NULLs last); V008 finds it by aggregation. The tables hold duplicates,
+  ties on written_at, NULL written_at, NULL keys, several written_at inside one file and
+  other schema versions.
+- V009's `trends` and `trends_of(scope)` against V006's `trends`, on a demo tree.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from metricsduck.writer import metrics_schema, samples_schema
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
 
-def v001_view(name: str) -> str:
-    """The body of V001's view `name`, as released."""
-    text = discover()[0].text
-    return re.search(rf"CREATE OR REPLACE VIEW {name} AS(.*?);", text, re.S).group(1)
+def released_view(version: int, name: str) -> str:
+    """The body of view `name` as the released file V<version> defined it."""
+    text = discover()[version - 1].text
+    return re.search(rf"CREATE OR REPLACE VIEW {name} AS\n(.*?);\n", text, re.S).group(1)
 
 
 def random_rows(rng: np.random.Generator, columns: list[str], n: int) -> list[dict]:
@@ -66,7 +70,7 @@ def con(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     for migration in discover():
         apply_migration(con, migration)
     for name in ("facts", "samples"):
-        con.execute(f"CREATE VIEW {name}_v001 AS {v001_view(name)}")
+        con.execute(f"CREATE VIEW {name}_v001 AS {released_view(1, name)}")
     return con
 
 
@@ -106,3 +110,24 @@ def test_written_at_ties_and_nulls(con: duckdb.DuckDBPyConnection) -> None:
     got = con.execute("SELECT baseline_key, metric FROM facts ORDER BY ALL").fetchall()
     assert got == [("mixed", "new"), ("none", "m_b"), ("null", "m_b"), ("tie", "m_b")]
     assert got == con.execute("SELECT baseline_key, metric FROM facts_v001 ORDER BY ALL").fetchall()
+
+
+def test_trends_keep_the_rows_of_v006_for_every_scope(tmp_path: Path) -> None:
+    import metricsduck
+    from metricsduck.demo import write_demo
+
+    root = tmp_path / "results"
+    write_demo(root, runs=7, seed=2)
+    with metricsduck.connect(root, use_cache=False) as store:
+        store.sql(f"CREATE VIEW trends_v006 AS {released_view(6, 'trends')}")
+        expected = store.sql("SELECT * FROM trends_v006 ORDER BY ALL").fetchall()
+        assert len(expected) > 500 and store.sql("SELECT * FROM trends ORDER BY ALL").fetchall() == expected
+        # a scope: the latest run's cohort-runs of half the keys, and one cohort-run of an older run
+        store.sql("CREATE TABLE scope AS SELECT baseline_key, run_id FROM cohort_runs "
+                  "WHERE (run_id = (SELECT max(run_id) FROM cohort_runs) AND hash(baseline_key) % 2 = 0) "
+                  "OR (baseline_key, run_id) = (SELECT (baseline_key, run_id) FROM cohort_runs "
+                  "WHERE ordinal = 6 ORDER BY baseline_key LIMIT 1)")
+        chosen = store.sql("SELECT * FROM trends_v006 SEMI JOIN scope USING (baseline_key, run_id) "
+                           "ORDER BY ALL").fetchall()
+        assert 0 < len(chosen) < len(expected) and len({row[6] for row in chosen}) == 2
+        assert store.sql("SELECT * FROM trends_of('scope') ORDER BY ALL").fetchall() == chosen
