@@ -256,6 +256,8 @@ class Store:
         """
         from .refresh import compute_drift
 
+        if not self.cached_drift or not self.sql("SELECT count(*) FROM cache_stale").fetchall()[0][0]:
+            return 0  # the common case, checked first: drift() calls this every time
         if run == "latest":
             latest = self.sql("SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1").fetchall()
             run = latest[0][0] if latest else None
