@@ -8,6 +8,9 @@ The oracle is always the released text of the replaced view, run on the same dat
   ties on written_at, NULL written_at, NULL keys, several written_at inside one file and
   other schema versions.
 - V009's `trends` and `trends_of(scope)` against V006's `trends`, on a demo tree.
+- V010's `two_sample_bins` against V004's, bit for bit, on adversarial comparisons: ties
+  inside a side and across sides, equal values at quantile edges, one or two values, a
+  side without finite values, NULLs, -0.0 beside 0.0, and several bin counts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ def released_view(version: int, name: str) -> str:
     """The body of view `name` as the released file V<version> defined it."""
     text = discover()[version - 1].text
     return re.search(rf"CREATE OR REPLACE VIEW {name} AS\n(.*?);\n", text, re.S).group(1)
+
+
+def released_macro(version: int, name: str) -> str:
+    """The table macro `name` as the released file V<version> defined it, renamed
+    `<name>_v<version>`."""
+    text = discover()[version - 1].text
+    body = re.search(rf"CREATE OR REPLACE MACRO {name}\(source\) AS TABLE\n(.*?);\n", text, re.S).group(1)
+    return f"CREATE MACRO {name}_v{version:03d}(source) AS TABLE\n{body}"
 
 
 def random_rows(rng: np.random.Generator, columns: list[str], n: int) -> list[dict]:
@@ -131,3 +142,51 @@ def test_trends_keep_the_rows_of_v006_for_every_scope(tmp_path: Path) -> None:
                            "ORDER BY ALL").fetchall()
         assert 0 < len(chosen) < len(expected) and len({row[6] for row in chosen}) == 2
         assert store.sql("SELECT * FROM trends_of('scope') ORDER BY ALL").fetchall() == chosen
+
+
+def random_comparisons(rng: np.random.Generator) -> list[dict]:
+    """Rows (pair_id, distribution, side, value) of a few comparisons of random shapes."""
+    rows = []
+    for pair in range(int(rng.integers(1, 8))):
+        for distribution in ("d0", "d1")[: int(rng.integers(1, 3))]:
+            shape = rng.choice(["normal", "few levels", "tiny", "one side", "signed zero"])
+            for side in ("current", "baseline"):
+                size = int(rng.integers(1, 4)) if shape == "tiny" else int(rng.integers(1, 300))
+                if shape == "normal":
+                    values = rng.normal(0.3 if side == "current" else 0.0, 1.0, size).round(2)
+                elif shape == "few levels":  # ties inside a side, across sides and at the edges
+                    values = rng.integers(0, 4, size).astype(float)
+                elif shape == "signed zero":
+                    values = rng.choice([-0.0, 0.0, 1.0, -1.0], size)
+                else:
+                    values = rng.normal(0.0, 1.0, size)
+                values = [None if rng.random() < 0.05 else float(v) for v in values]
+                if shape == "one side" and side == "baseline":
+                    values = [None] * len(values)
+                rows += [{"pair_id": pair, "distribution": distribution, "side": side, "value": v}
+                         for v in values]
+    return rows
+
+
+@pytest.mark.parametrize("bins", [10, 2, 7])
+def test_two_sample_bins_keep_the_rows_of_v004(con: duckdb.DuckDBPyConnection, bins: int) -> None:
+    import pyarrow as pa
+
+    con.execute("DROP MACRO TABLE IF EXISTS two_sample_bins_v004")
+    con.execute(released_macro(4, "two_sample_bins"))
+    con.execute("UPDATE settings SET value = ? WHERE key = 'drift.psi_bins'", [bins])
+    rng = np.random.default_rng(bins)
+    compared = 0
+    try:
+        for trial in range(40):
+            con.register("comparisons", pa.Table.from_pylist(random_comparisons(rng), schema=pa.schema(
+                [("pair_id", pa.int64()), ("distribution", pa.string()), ("side", pa.string()),
+                 ("value", pa.float64())])))
+            expected = con.execute("SELECT * FROM two_sample_bins_v004('comparisons') ORDER BY ALL").fetchall()
+            got = con.execute("SELECT * FROM two_sample_bins('comparisons') ORDER BY ALL").fetchall()
+            assert got == expected, f"trial {trial}"
+            compared += len({(row[0], row[1]) for row in expected})
+            con.unregister("comparisons")
+    finally:
+        con.execute("UPDATE settings SET value = 10 WHERE key = 'drift.psi_bins'")
+    assert compared > 100  # comparisons with values on both sides, not only empty results
