@@ -358,10 +358,13 @@ TEMP_LIMIT_ENV = "METRICSDUCK_TEMP_LIMIT"
 def new_connection() -> Any:
     """An in-memory DuckDB connection that prints no progress bar and works within bounds.
 
-    It spills to the temp dir once it holds `memory_limit` (METRICSDUCK_MEMORY_LIMIT, else
-    half the machine's memory) and stops with an error once the spill reaches
-    `max_temp_directory_size` (METRICSDUCK_TEMP_LIMIT, else a quarter of the temp dir's
-    free space): a mis-estimated join must neither take the machine nor fill its disk.
+    It spills to a folder of its own under `$TMPDIR/metricsduck-spill` once it holds
+    `memory_limit` (METRICSDUCK_MEMORY_LIMIT, else half the machine's memory) and stops with
+    an error once the spill reaches `max_temp_directory_size` (METRICSDUCK_TEMP_LIMIT, else a
+    quarter of the temp dir's free space): a mis-estimated join must neither take the machine
+    nor fill its disk. The folder is its own because DuckDB before 2.0 names spill files the
+    same in every instance: two stores spilling into one folder overwrite each other's
+    files (duckdb/duckdb#15173), and the first to close deletes the other's.
     """
     import duckdb
 
@@ -371,7 +374,7 @@ def new_connection() -> Any:
     except duckdb.InvalidInputException:
         pass  # inside Jupyter without ipywidgets DuckDB refuses any progress-bar setting
     spill = _spill_dir()
-    con.execute("SET temp_directory = ?", [str(spill)])
+    con.execute("SET temp_directory = ?", [str(_own_spill_dir(spill))])
     for setting, variable, default in (("memory_limit", MEMORY_LIMIT_ENV, _memory_default),
                                        ("max_temp_directory_size", TEMP_LIMIT_ENV, lambda: _temp_default(spill))):
         value = os.environ.get(variable) or default()
@@ -411,6 +414,31 @@ def _spill_dir() -> Path:
     import tempfile
 
     return Path(tempfile.gettempdir()) / "metricsduck-spill"
+
+
+def _own_spill_dir(spill: Path) -> Path:
+    """A new folder name under `spill` for one connection, `<pid>-<random>`; DuckDB creates
+    it on its first spill and deletes it on close. Folders left by processes that are gone
+    (killed while spilling) are deleted here."""
+    import shutil
+    import uuid
+
+    spill.mkdir(parents=True, exist_ok=True)
+    for folder in spill.iterdir():
+        pid = folder.name.partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return spill / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,

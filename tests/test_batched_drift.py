@@ -125,6 +125,43 @@ def test_default_limits_leave_room(monkeypatch: pytest.MonkeyPatch) -> None:
         setting(reference, "max_temp_directory_size").split(".")[0]
 
 
+def test_stores_spilling_at_once_keep_their_own_spill_files(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """DuckDB before 2.0 names spill files the same in every instance: in one shared folder a
+    second store overwrites the first one's spilled blocks ("Could not read enough bytes",
+    seen with duckdb 1.4.4) and, on close, deletes them. DuckDB 2.0 names them per instance,
+    so with it only the folder checks below can fail; with 1.x the reads can too. Each
+    connection spills to a folder of its own; folders of dead processes are swept."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "64MB")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left_over = tmp_path / "metricsduck-spill" / f"{dead}-0123456789ab"
+    left_over.mkdir(parents=True)
+    (left_over / "duckdb_temp_storage-0.tmp").write_bytes(b"x" * 100)
+    ours = tmp_path / "metricsduck-spill" / f"{os.getpid()}-feedfeedfeed"  # a live process's
+    ours.mkdir()
+    first, second = new_connection(), new_connection()
+    assert not left_over.exists() and ours.exists()
+    folders = {setting(con, "temp_directory") for con in (first, second)}
+    assert len(folders) == 2 and all(Path(f).parent == tmp_path / "metricsduck-spill" for f in folders)
+    # each holds about 3x its memory limit: most of it spilled
+    expected = {}
+    for seed, con in enumerate((first, second)):
+        con.execute(f"CREATE TEMP TABLE big AS SELECT i, hash(i + {seed}) AS h FROM range(12000000) AS r(i)")
+        expected[seed] = con.execute("SELECT sum(h % 1000) FROM big").fetchall()
+    assert all(Path(f).is_dir() and any(Path(f).iterdir()) for f in folders), "both spilled"
+    second.close()
+    assert first.execute("SELECT sum(h % 1000) FROM big").fetchall() == expected[0]
+    assert hash(expected[0][0]) != hash(expected[1][0])
+    first.close()
+
+
 @pytest.mark.parametrize("variable", [MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV])
 def test_a_bad_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, tmp_path: Path) -> None:
     monkeypatch.setenv(variable, "lots")
