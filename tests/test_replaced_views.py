@@ -8,6 +8,7 @@ The oracle is always the released text of the replaced view, run on the same dat
   ties on written_at, NULL written_at, NULL keys, several written_at inside one file and
   other schema versions.
 - V009's `trends` and `trends_of(scope)` against V006's `trends`, on a demo tree.
+- V011's `rollup_view` against V007's, on a demo tree, whole and for one run.
 - V010's `two_sample_bins` against V004's, bit for bit, on adversarial comparisons: ties
   inside a side and across sides, equal values at quantile edges, one or two values, a
   side without finite values, NULLs, -0.0 beside 0.0, and several bin counts.
@@ -123,13 +124,32 @@ def test_written_at_ties_and_nulls(con: duckdb.DuckDBPyConnection) -> None:
     assert got == con.execute("SELECT baseline_key, metric FROM facts_v001 ORDER BY ALL").fetchall()
 
 
-def test_trends_keep_the_rows_of_v006_for_every_scope(tmp_path: Path) -> None:
-    import metricsduck
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from metricsduck.demo import write_demo
 
-    root = tmp_path / "results"
+    root = tmp_path_factory.mktemp("replaced") / "results"
     write_demo(root, runs=7, seed=2)
-    with metricsduck.connect(root, use_cache=False) as store:
+    return root
+
+
+def test_rollup_view_keeps_the_rows_of_v007(demo_root: Path) -> None:
+    """Uncached, so the drift it reads is computed by the views, not served from a cache."""
+    import metricsduck
+
+    with metricsduck.connect(demo_root, use_cache=False) as store:
+        store.sql(f"CREATE VIEW rollup_view_v007 AS {released_view(7, 'rollup_view')}")
+        expected = store.sql("SELECT * FROM rollup_view_v007 ORDER BY ALL").fetchall()
+        assert len(expected) > 10_000 and store.sql("SELECT * FROM rollup_view ORDER BY ALL").fetchall() == expected
+        assert {row[7] for row in expected} >= {"worst_item", "tier_ALERT", "population_psi", "median"}
+        one_run = "SELECT * FROM {} WHERE run_id = (SELECT max(run_id) FROM runs) AND level = 'target' ORDER BY ALL"
+        assert store.sql(one_run.format("rollup_view")).fetchall() == store.sql(one_run.format("rollup_view_v007")).fetchall()
+
+
+def test_trends_keep_the_rows_of_v006_for_every_scope(demo_root: Path) -> None:
+    import metricsduck
+
+    with metricsduck.connect(demo_root, use_cache=False) as store:
         store.sql(f"CREATE VIEW trends_v006 AS {released_view(6, 'trends')}")
         expected = store.sql("SELECT * FROM trends_v006 ORDER BY ALL").fetchall()
         assert len(expected) > 500 and store.sql("SELECT * FROM trends ORDER BY ALL").fetchall() == expected
