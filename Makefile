@@ -23,7 +23,7 @@ demo: $(BIN)/.installed
 	$(BIN)/metricsduck rollup $(DEMO) --run latest --measure worst_item
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 clean:
 	rm -rf $(VENV) $(DEMO) *.egg-info
