@@ -239,12 +239,12 @@ TREND_COLUMNS = ("stage", "view", "target", "symbol", "baseline_key", "metric", 
 
 def _trends(store: Store, run_id: str) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
     """The run's trends that are not flat, and how many trends go each way."""
-    rows = store.sql(
-        f"SELECT {', '.join(TREND_COLUMNS)} FROM trends WHERE run_id = $run AND direction <> 'flat' "
+    trends = store.trends(run=run_id)
+    rows = trends.query(
+        "t", f"SELECT {', '.join(TREND_COLUMNS)} FROM t WHERE direction <> 'flat' "
         "ORDER BY direction, abs(slope) * (n_runs - 1) / nullif(abs(mean), 0) DESC NULLS LAST, "
-        "baseline_key, metric", {"run": run_id}).fetchall()
-    counts = store.sql("SELECT direction, count(*) FROM trends WHERE run_id = $run "
-                       "GROUP BY direction ORDER BY direction", {"run": run_id}).fetchall()
+        "baseline_key, metric").fetchall()
+    counts = trends.query("t", "SELECT direction, count(*) FROM t GROUP BY direction ORDER BY direction").fetchall()
     return [dict(zip(TREND_COLUMNS, row)) for row in rows], counts
 
 

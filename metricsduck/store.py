@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +15,7 @@ from .config import Config, resolve_config
 from .errors import InputError, ResourceError
 
 TIERS = ("OK", "WARN", "ALERT")
+LATEST_RUN = "(SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1)"
 BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
 DIRECTIONS = ("increasing", "decreasing", "flat")
 LEVELS = ("stage", "view", "target", "symbol")
@@ -40,6 +42,7 @@ class Store:
         self._snapshot: Snapshot | None = None
         self._cleanup: Any = None
         self._locked = False
+        self._scopes = itertools.count()
         self._take(snapshot)
 
     def _take(self, snapshot: Snapshot | None) -> None:
@@ -108,10 +111,13 @@ class Store:
         """Rows of the `trends` view matching the filters (a DuckDB relation).
 
         `run` is a run id, 'latest' (the newest run) or None (the trend as of every run).
+        With a run only that run's trends are computed (`trends_of`): a run filter on the
+        `trends` view cannot pass its per-series ranking, so it computes every trend of the
+        history first.
         """
         check_choice("direction", direction, DIRECTIONS)
         return self._filtered(
-            "trends",
+            "trends" if run is None else f"trends_of('{self._run_scope(run)}')",
             {"stage": stage, "view": view, "target": target, "symbol": symbol, "metric": metric,
              "direction": direction},
             tier=None, run=run,
@@ -259,11 +265,23 @@ class Store:
         if not self.cached_drift or not self.sql("SELECT count(*) FROM cache_stale").fetchall()[0][0]:
             return 0  # the common case, checked first: drift() calls this every time
         if run == "latest":
-            latest = self.sql("SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1").fetchall()
+            latest = self.sql(f"SELECT {LATEST_RUN}").fetchall()
             run = latest[0][0] if latest else None
             if run is None:
                 return 0
         return compute_drift(self, None if run is None else [run], progress)
+
+    def _run_scope(self, run: str) -> str:
+        """A new temp table of the cohort-runs (baseline_key, run_id) of `run` (a run id or
+        'latest'), for the macros that compute chosen cohort-runs only; returns its name."""
+        name = f"run_scope_{next(self._scopes)}"
+        if run == "latest":
+            condition, params = f"run_id = {LATEST_RUN}", None
+        else:
+            condition, params = "run_id = $run_id", {"run_id": run}
+        self.sql(f"CREATE TEMP TABLE {name} AS SELECT baseline_key, run_id FROM cohort_runs WHERE {condition}",
+                 params)
+        return name
 
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
                   order: str) -> Any:
@@ -278,7 +296,7 @@ class Store:
             conditions.append("tier_rank >= $tier_rank")
             params["tier_rank"] = TIERS.index(tier)
         if run == "latest":
-            conditions.append("run_id = (SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1)")
+            conditions.append(f"run_id = {LATEST_RUN}")
         elif run is not None:
             conditions.append("run_id = $run_id")
             params["run_id"] = run

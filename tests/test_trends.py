@@ -491,6 +491,21 @@ def test_store_trends_filters(demo_store):
         store.trends(direction="sideways")
 
 
+def test_store_trends_of_a_run_are_the_rows_of_the_view(demo_store):
+    """With a run, store.trends computes that run's trends only (trends_of); the rows, in
+    order, are those of the whole `trends` view filtered to the run."""
+    store, _, _ = demo_store
+    order = "ORDER BY run_started_at DESC, run_id, direction = 'flat', baseline_key, metric"
+    runs = [r for (r,) in store.sql("SELECT DISTINCT run_id FROM trends ORDER BY run_id").fetchall()]
+    assert len(runs) >= 2
+    for run in runs:
+        expected = store.sql(f"SELECT * FROM trends WHERE run_id = $run {order}", {"run": run}).fetchall()
+        assert store.trends(run=run).fetchall() == expected, run
+    latest = store.sql(f"SELECT * FROM trends WHERE run_id = '{latest_run(store)}' {order}").fetchall()
+    assert store.trends(run="latest").fetchall() == latest
+    assert store.trends(run="no_such_run").fetchall() == []
+
+
 def fetch_relation(relation) -> list[dict]:
     return [dict(zip(relation.columns, r)) for r in relation.fetchall()]
 
