@@ -434,18 +434,27 @@ def _spill_dir() -> Path:
     return Path(tempfile.gettempdir()) / "metricsduck-spill"
 
 
+SPILL_SWEEP_AGE_S = 24 * 3600
+
+
 def _own_spill_dir(spill: Path) -> Path:
     """A new folder name under `spill` for one connection, `<pid>-<random>`; DuckDB creates
     it on its first spill and deletes it on close. Folders left by processes that are gone
-    (killed while spilling) are deleted here."""
+    (killed while spilling) are deleted here once a day old: a process of another PID
+    namespace sharing the temp dir looks gone from here."""
     import shutil
+    import time
     import uuid
 
-    spill.mkdir(parents=True, exist_ok=True)
-    for folder in spill.iterdir():
-        pid = folder.name.partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    try:
+        spill.mkdir(parents=True, exist_ok=True)
+        for folder in spill.iterdir():
+            pid = folder.name.partition("-")[0]
+            if (pid.isdigit() and not _alive(int(pid))
+                    and time.time() - folder.stat().st_mtime > SPILL_SWEEP_AGE_S):
+                shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass  # an unwritable temp dir fails only when DuckDB needs to spill, as before
     return spill / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 

@@ -131,23 +131,29 @@ def test_stores_spilling_at_once_keep_their_own_spill_files(
     second store overwrites the first one's spilled blocks ("Could not read enough bytes",
     seen with duckdb 1.4.4) and, on close, deletes them. DuckDB 2.0 names them per instance,
     so with it only the folder checks below can fail; with 1.x the reads can too. Each
-    connection spills to a folder of its own; folders of dead processes are swept."""
+    connection spills to a folder of its own; day-old folders of dead processes are swept."""
     import os
     import subprocess
     import sys
+    import time
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "64MB")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
+    day_old = time.time() - 25 * 3600
     left_over = tmp_path / "metricsduck-spill" / f"{dead}-0123456789ab"
     left_over.mkdir(parents=True)
     (left_over / "duckdb_temp_storage-0.tmp").write_bytes(b"x" * 100)
+    os.utime(left_over, (day_old, day_old))
+    recent = tmp_path / "metricsduck-spill" / f"{dead}-0000000000ab"  # may be another namespace's
+    recent.mkdir()
     ours = tmp_path / "metricsduck-spill" / f"{os.getpid()}-feedfeedfeed"  # a live process's
     ours.mkdir()
+    os.utime(ours, (day_old, day_old))
     first, second = new_connection(), new_connection()
-    assert not left_over.exists() and ours.exists()
+    assert not left_over.exists() and recent.exists() and ours.exists()
     folders = {setting(con, "temp_directory") for con in (first, second)}
     assert len(folders) == 2 and all(Path(f).parent == tmp_path / "metricsduck-spill" for f in folders)
     # each holds about 3x its memory limit: most of it spilled
