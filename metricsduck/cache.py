@@ -212,7 +212,7 @@ def _write_listing(folder: Path, name: str, rows: list, kind: type, segments: li
         b"metricsduck.schema": MANIFEST_SCHEMA_ID.encode(),
         SEGMENTS_KEY: json.dumps([vars(s) for s in segments]).encode(),
         RETIRED_KEY: json.dumps(retired, sort_keys=True).encode(),
-    })))
+    }), compression="zstd"))
 
 
 # --- a snapshot ------------------------------------------------------------------------------
