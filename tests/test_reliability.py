@@ -423,14 +423,17 @@ def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_comple
 # Refreshes the tree, SIGKILLing itself just before its N-th rename of an output (the N-th
 # file it writes into the tree; the cache's own files are not counted).
 KILL_AT = """
-import os, signal, sys
-real, count = os.replace, [0]
+import os, signal, sys, threading
+real, count, one_at_a_time = os.replace, [0], threading.Lock()
 
 def replace(src, dst, *args, **kwargs):
-    count[0] += ".metricsduck" not in str(dst)  # outputs in the tree, not the cache
-    if count[0] == int(sys.argv[2]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst, *args, **kwargs)
+    # refresh writes cohorts from several threads: one rename at a time, so that at the
+    # k-th exactly k-1 renames are complete
+    with one_at_a_time:
+        count[0] += ".metricsduck" not in str(dst)  # outputs in the tree, not the cache
+        if count[0] == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst, *args, **kwargs)
 
 os.replace = replace
 import metricsduck
