@@ -241,7 +241,9 @@ def clean_outputs(root: Path) -> None:
                 os.unlink(os.path.join(dirpath, name))
 
 
-def prepare_tree(trees: Path, runs: int, cohorts: int, log) -> tuple[Path, float | None]:
+def prepare_tree(trees: Path, runs: int, cohorts: int, log, keep: bool = False) -> tuple[Path, float | None]:
+    """The tree of `runs` x `cohorts` under `trees`: reused (its refresh outputs and cache
+    removed, unless `keep`) when its manifest matches, else generated."""
     import generate
 
     root = trees / f"r{runs}_c{cohorts}"
@@ -252,8 +254,11 @@ def prepare_tree(trees: Path, runs: int, cohorts: int, log) -> tuple[Path, float
             for extra in range(runs + 1, m["runs"] + 1):  # a leftover --add-run
                 shutil.rmtree(root / generate.run_dir_name(extra), ignore_errors=True)
             generate.write_manifest(root, runs, cohorts, m["seed"])
-            log(f"reusing {root} (cleaning refresh outputs)")
-            clean_outputs(root)
+            if keep:
+                log(f"reusing {root} with its refresh outputs and cache (--keep-outputs)")
+            else:
+                log(f"reusing {root} (cleaning refresh outputs)")
+                clean_outputs(root)
             return root, None
         shutil.rmtree(root)
     log(f"generating {runs} x {cohorts} into {root}")
@@ -284,7 +289,7 @@ def bench_scale(runs: int, cohorts: int, args, log) -> dict:
     import generate
 
     result: dict = {"runs": runs, "cohorts": cohorts, "cohort_runs": runs * cohorts, "steps": {}}
-    root, gen_seconds = prepare_tree(args.trees, runs, cohorts, log)
+    root, gen_seconds = prepare_tree(args.trees, runs, cohorts, log, args.keep_outputs)
     result["root"] = str(root)
     result["generate_seconds"] = gen_seconds
     files = generate.verify(root, args.verify)
@@ -548,6 +553,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", type=lambda text: text.split(","), metavar="STEP,...",
                         help="run only these steps, in this order, without the agreement check "
                              "(e.g. md_refresh_all,md_warm,md_warm_cached)")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="reuse a tree's refresh outputs and cache instead of cleaning them, so that "
+                             "--only md_warm or md_refresh_added need no md_refresh_all first (they must "
+                             "come from a refresh with the same SQL and config, or the next refresh "
+                             "redoes the whole history)")
     parser.add_argument("--md-memory-limit", default="8GB",
                         help="METRICSDUCK_MEMORY_LIMIT of metricsduck's steps (default 8GB)")
     parser.add_argument("--table-from", type=Path, metavar="JSON", help="print the table of a --json file")
