@@ -6,6 +6,7 @@ Heavy libraries (duckdb, pyarrow, numpy) are imported inside commands so that
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import wraps
 from pathlib import Path
@@ -103,6 +104,10 @@ def with_store(func: Callable | None = None, *, cached: bool = True) -> Callable
     return config_option(wrapper)
 
 
+# the views that read the served `drift` (cached rows plus what `compute_drift` computed)
+DRIFT_READERS = re.compile(r"\b(drift|rollup_view|rollup_stage)\b", re.IGNORECASE)
+
+
 def _compute_drift(store: Any, run: str | None) -> None:
     """Compute the drift the cache does not hold (of `run`, else every run), with progress
     on stderr: on a tree not refreshed since it changed this is most of the command's work."""
@@ -189,6 +194,9 @@ def check(root: str, config_path: str | None, fmt: str, output: str | None) -> N
 def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
     """Run QUERY against the views (facts, samples, cohort_runs, runs, …) and print the rows.
 
+    A query naming drift, rollup_view or rollup_stage first computes the drift the cache
+    does not hold, a batch of runs at a time (with progress), as `metricsduck drift` does.
+
     Example: metricsduck sql RESULTS "select run_id, count(*) from cohort_runs group by 1"
     """
     import duckdb
@@ -196,6 +204,8 @@ def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
     from .errors import InputError
     from .output import emit_relation
 
+    if DRIFT_READERS.search(query):  # not the whole stale history in one query
+        _compute_drift(store, None)
     try:
         relation = store.sql(query)
         if relation is None:

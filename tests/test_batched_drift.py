@@ -7,6 +7,7 @@ plain V005 view over every sidecar, computed in one query.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -67,6 +68,32 @@ def test_drift_of_one_run_computes_that_run_only(demo: Path, plain: list[tuple])
         assert got == [row for row in plain if row[5] == latest]
         assert store.compute_drift() == 3 * count  # the three other runs, each as big as the demo's
         assert store.sql(f"SELECT * FROM drift {ORDER}").fetchall() == plain
+
+
+def test_the_sql_command_computes_stale_drift_batch_by_batch_before_a_query_reading_it(
+        demo: Path, plain: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refresh_module, "BATCH_COMPARISONS", 1)  # every run a batch of its own
+    computed = []
+    real = refresh_module.compute_drift
+
+    def compute_drift(store, runs=None, progress=None):
+        computed.append(real(store, runs, progress))
+        return computed[-1]
+
+    monkeypatch.setattr(refresh_module, "compute_drift", compute_drift)
+    runner = CliRunner()
+    facts = runner.invoke(main, ["sql", str(demo), "select count(*) AS n from facts", "--format", "json"])
+    assert facts.exit_code == 0, facts.output
+    assert computed == [] and "computing drift" not in facts.stderr  # no drift read, none computed
+
+    result = runner.invoke(main, ["sql", str(demo), "SELECT count(*) AS n FROM Drift", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [{"n": len(plain)}]
+    with metricsduck.connect(demo) as store:
+        cohort_runs = store.sql("SELECT count(*) FROM cohort_runs").fetchall()[0][0]
+    assert computed == [cohort_runs]
+    assert f"computing drift: {cohort_runs}/{cohort_runs}" in result.stderr
+    assert not (demo / ".metricsduck" / "cache").exists(), "computing drift writes nothing"
 
 
 def test_cached_and_computed_drift_together_equal_the_plain_view(tmp_path: Path) -> None:
