@@ -204,6 +204,9 @@ def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False
             con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
         return None
     con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
+    # Sidecars and marks are read once each, and may change between snapshots: their
+    # footers are not kept (a cold snapshot reads 200,000 of them at 100k cohort-runs).
+    con.execute("SET parquet_metadata_cache = false")
     taken, bad = take_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
     _, pattern, schema, _ = sources[2]
     files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
@@ -215,6 +218,10 @@ def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False
     bad += [(path, "marks_raw", reason) for path, reason in unread + odd]
     if bad:
         con.executemany("INSERT INTO bad_files VALUES (?, ?, ?)", sorted(bad))
+    # What the views read from now on are the snapshot's segments, which never change (a
+    # new segment gets a new name): their footers are parsed once, not by every view
+    # bound over them and every query (connect at 100k cohort-runs: 5.5 s -> 4.1 s).
+    con.execute("SET parquet_metadata_cache = true")
     return taken
 
 
