@@ -11,7 +11,7 @@ stored under the fingerprint of its current inputs (`metricsduck.cache`). A refr
 them last, once every output of its runs is written, so a refresh killed at any point, or
 a sidecar rewritten after the refresh's snapshot, leaves those runs stale and the next
 refresh redoes them. Outputs are written rollups first, then per cohort the trend files,
-the drift JSON and the drift Parquet.
+the drift JSON and the drift Parquet (WRITERS cohorts side by side, each in that order).
 """
 
 from __future__ import annotations
