@@ -204,7 +204,9 @@ def verify(root: Path, sample: int = 20, seed: int = 1) -> int:
             rel = ref.relative_to(tmp)
             mine = root / rel
             if not mine.is_file() or mine.read_bytes() != ref.read_bytes():
-                raise SystemExit(f"generator check FAILED: {mine} differs from the real writer's bytes")
+                raise SystemExit(f"generator check FAILED: {mine} differs from the real writer's bytes "
+                                 "(a tree written by an earlier metricsduck? delete it to regenerate, or "
+                                 "pass --verify 0 to measure it as it is)")
             compared += 1
     if compared < len(picks) * 6:
         raise SystemExit(f"generator check FAILED: expected {len(picks) * 6} files, compared {compared}")
