@@ -635,12 +635,13 @@ def publish(snapshot: Snapshot) -> bool:
         return False
     folder = cache_dir(snapshot.root)
     _prune(snapshot)
-    manifest = _read_listing(folder, MANIFEST_FILE, Entry)
-    index = _read_listing(folder, DRIFT_INDEX_FILE, DriftEntry)
-    if (manifest is not None and index is not None and not snapshot.staged
-            and sorted(manifest[0]) == sorted(snapshot.entries) and sorted(index[0]) == sorted(snapshot.drift)
-            and set(manifest[1]) | set(index[1]) == set(snapshot.segments)):
-        return False
+    if not snapshot.staged:  # else there is something to publish: no need to read the listings
+        manifest = _read_listing(folder, MANIFEST_FILE, Entry)
+        index = _read_listing(folder, DRIFT_INDEX_FILE, DriftEntry)
+        if (manifest is not None and index is not None
+                and sorted(manifest[0]) == sorted(snapshot.entries) and sorted(index[0]) == sorted(snapshot.drift)
+                and set(manifest[1]) | set(index[1]) == set(snapshot.segments)):
+            return False
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _compact(snapshot, folder)
