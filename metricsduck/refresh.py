@@ -371,18 +371,20 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
         baseline_key, run_id, facts_file, *fingerprints = cohort
         folder = Path(facts_file).parent
         outcomes, alerts = [], []
+
+        def put(kind: str, ext: str, data: bytes) -> None:
+            outcomes.append(_write(folder / sidecar_name(prefix, kind, ext), data))
+
         trend = trends.get((baseline_key, run_id))
         if trend is not None:
-            outcomes.append(_write(folder / sidecar_name(prefix, "trend", "parquet"), parquet_bytes(trend)))
-            outcomes.append(_write(folder / sidecar_name(prefix, "trend", "json"),
-                                   json_bytes(trend_mirror(trend.to_pylist()))))
+            put("trend", "parquet", parquet_bytes(trend))
+            put("trend", "json", json_bytes(trend_mirror(trend.to_pylist())))
         part = drift.get((baseline_key, run_id))
         if part is not None:
             rows = part.to_pylist()
-            document = drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))
-            outcomes.append(_write(folder / sidecar_name(prefix, "drift", "json"), json_bytes(document)))
+            put("drift", "json", json_bytes(drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))))
             # last: a cohort-run whose drift Parquet is written has all of its files
-            outcomes.append(_write(folder / sidecar_name(prefix, "drift", "parquet"), parquet_bytes(part)))
+            put("drift", "parquet", parquet_bytes(part))
             alerts = [row["item_kind"] for row in rows if row["tier"] == "ALERT"]
         return outcomes, alerts
 
