@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from .config import Config
 from .errors import StorageError
@@ -80,13 +80,20 @@ def typed_empty(schema: Any) -> str:
     return "SELECT " + ", ".join(columns) + " WHERE false"
 
 
-def walk(root: Path, names: dict[str, str]) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, str]]]:
-    """Stat every sidecar under `root` (resolved): `(relative path, source, size, mtime_ns)`.
+def walk(root: Path, names: dict[str, str]) -> tuple[Any, list[tuple[str, str]]]:
+    """Stat every sidecar under `root` (resolved): an Arrow table of `FOUND` columns
+    (path relative to the root, source, size, mtime_ns), sorted by path.
 
     `names` maps a sidecar file name to its source table. metricsduck's own folder is
     skipped; a folder that cannot be listed is returned as `(path, reason)`.
     """
-    found, unlisted = [], []
+    import pyarrow as pa
+
+    paths: list[str] = []
+    sources: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
+    unlisted = []
     start = len(str(root)) + 1
     stack = [str(root)]
     while stack:
@@ -102,38 +109,58 @@ def walk(root: Path, names: dict[str, str]) -> tuple[list[tuple[str, str, int, i
                             stat = entry.stat()
                         except OSError:
                             continue  # deleted since the listing: it is gone
-                        found.append((entry.path[start:], names[entry.name], stat.st_size, stat.st_mtime_ns))
+                        paths.append(entry.path[start:])
+                        sources.append(names[entry.name])
+                        sizes.append(stat.st_size)
+                        mtimes.append(stat.st_mtime_ns)
         except (FileNotFoundError, NotADirectoryError):
             continue  # no tree yet, or a folder deleted since it was listed: nothing to read
         except OSError as exc:
             unlisted.append((folder, f"cannot list this folder ({exc.strerror}); its sidecars are left out"))
-    found.sort()
-    return found, unlisted
+    found = pa.Table.from_arrays([pa.array(paths, pa.string()), pa.array(sources, pa.string()),
+                                  pa.array(sizes, pa.int64()), pa.array(mtimes, pa.int64())],
+                                 schema=listing_schema(FOUND))
+    return found.sort_by([("path", "ascending"), ("source", "ascending")]), unlisted
 
 
-# --- the manifest ----------------------------------------------------------------------------
+# --- the manifest and the drift index ----------------------------------------------------------
+#
+# Both are Arrow tables, in memory and on disk: at 100,000 cohort-runs the manifest lists
+# 200,000 sidecars, and Python objects for each cost a second per connect.
 
-class Entry(NamedTuple):
-    """One sidecar as the manifest knows it: its stat, the segment holding its rows (None if
-    bad) or why it is bad, and the cohort-run it holds (which drift fingerprints follow)."""
-
-    path: str  # relative to the root
-    source: str
-    size: int
-    mtime_ns: int
-    segment: str | None
-    reason: str | None
-    baseline_key: str | None
-    run_id: str | None
+# The manifest: one row per sidecar with its stat, the segment holding its rows (NULL if
+# bad) or why it is bad, and the cohort-run it holds (which drift fingerprints follow).
+ENTRY = ("path", "source", "size", "mtime_ns", "segment", "reason", "baseline_key", "run_id")
+FOUND = ENTRY[:4]  # what a walk of the tree sees
+# The drift index: the materialised drift rows of one cohort-run, computed from inputs with
+# `fingerprint`, are held by `segment`.
+DRIFT_ENTRY = ("baseline_key", "run_id", "fingerprint", "segment")
 
 
-class DriftEntry(NamedTuple):
-    """The materialised drift rows of one cohort-run: computed from inputs with `fingerprint`."""
+def listing_schema(columns: tuple[str, ...]) -> Any:
+    import pyarrow as pa
 
-    baseline_key: str
-    run_id: str
-    fingerprint: str
-    segment: str
+    types = {"size": pa.int64(), "mtime_ns": pa.int64()}
+    return pa.schema([pa.field(name, types.get(name, pa.string())) for name in columns])
+
+
+def _empty(columns: tuple[str, ...]) -> Any:
+    return listing_schema(columns).empty_table()
+
+
+def _rows_table(rows: list[tuple], columns: tuple[str, ...]) -> Any:
+    """An Arrow table of `rows` (tuples in `columns` order), built column by column."""
+    import pyarrow as pa
+
+    schema = listing_schema(columns)
+    values = list(zip(*rows)) or [()] * len(columns)
+    return pa.Table.from_arrays([pa.array(v, f.type) for v, f in zip(values, schema)], schema=schema)
+
+
+def arrow_table(relation: Any) -> Any:
+    """A DuckDB relation's rows as an Arrow table (DuckDB 2 hands back a RecordBatchReader)."""
+    result = relation.arrow()
+    return result.read_all() if hasattr(result, "read_all") else result
 
 
 @dataclass
@@ -152,15 +179,9 @@ def segment_name(source: str) -> str:
     return f"{source}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def _schema(kind: type) -> Any:
-    import pyarrow as pa
-
-    types = {"size": pa.int64(), "mtime_ns": pa.int64()}
-    return pa.schema([pa.field(name, types.get(name, pa.string())) for name in kind._fields])
-
-
-def _read_listing(folder: Path, name: str, kind: type) -> tuple[list, dict[str, Segment]] | None:
-    """The rows and segments of one listing file (the manifest or the drift index), or None.
+def _read_listing(folder: Path, name: str, columns: tuple[str, ...]) -> tuple[Any, dict[str, Segment]] | None:
+    """The rows (an Arrow table of `columns`) and segments of one listing file (the
+    manifest or the drift index), or None.
 
     A listing of another version, or naming a segment that is missing or differs in size or
     mtime from what it recorded (a partial copy, a hand edit), is not trusted: the cache is
@@ -178,37 +199,47 @@ def _read_listing(folder: Path, name: str, kind: type) -> tuple[list, dict[str, 
             stat = (folder / segment.name).stat()
             if (stat.st_size, stat.st_mtime_ns) != (segment.size, segment.mtime_ns):
                 return None
-        table = table.cast(_schema(kind))
-        rows = list(map(kind, *(table.column(name).to_pylist() for name in kind._fields)))
-        return rows, segments
+        return table.cast(listing_schema(columns)), segments
     except Exception:
         return None
 
 
-def _columns(rows: list, kind: type) -> Any:
-    """An Arrow table of `rows` (NamedTuples of `kind`), built column by column."""
+def _sorted(table: Any) -> Any:
+    """`table` in the order of all its columns (a listing's canonical order)."""
+    return table.sort_by([(name, "ascending") for name in table.column_names])
+
+
+def _segment_counts(segments: Any) -> dict[str, int]:
+    """How many rows of an Arrow column name each segment."""
+    import pyarrow.compute as pc
+
+    return {item["values"]: item["counts"] for item in pc.value_counts(segments).to_pylist()
+            if item["values"] is not None}
+
+
+def _live(entries: Any) -> Any:
+    """The manifest rows of good sidecars (the bad ones have a reason and no segment)."""
+    import pyarrow.compute as pc
+
+    return entries.filter(pc.is_null(entries.column("reason")))
+
+
+def _located(snapshot: "Snapshot", table: Any) -> Any:
+    """`table` plus `segment_file`: the path of the segment holding each row's rows."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    schema = _schema(kind)
-    values = list(zip(*rows)) or [()] * len(kind._fields)
-    return pa.Table.from_arrays([pa.array(v, f.type) for v, f in zip(values, schema)], schema=schema)
-
-
-def _located(snapshot: "Snapshot", rows: list, kind: type) -> Any:
-    """`_columns` of `rows` plus `segment_file`: the path of the segment holding each one's rows."""
-    import pyarrow as pa
-
-    paths = {name: str(snapshot.segment_path(name)) for name in snapshot.segments}
-    return _columns(rows, kind).append_column(
-        "segment_file", pa.array([paths[row.segment] for row in rows], pa.string()))
+    names = list(snapshot.segments)
+    paths = pa.array([str(snapshot.segment_path(name)) for name in names], pa.string())
+    index = pc.index_in(table.column("segment"), value_set=pa.array(names, pa.string()))
+    return table.append_column("segment_file", pc.take(paths, index))
 
 
-def _write_listing(folder: Path, name: str, rows: list, kind: type, segments: list[Segment],
+def _write_listing(folder: Path, name: str, table: Any, segments: list[Segment],
                    retired: dict[str, float]) -> None:
     from .files import parquet_bytes, write_atomic
 
-    table = _columns(sorted(rows), kind)
-    write_atomic(folder / name, parquet_bytes(table.replace_schema_metadata({
+    write_atomic(folder / name, parquet_bytes(_sorted(table).replace_schema_metadata({
         b"metricsduck.schema": MANIFEST_SCHEMA_ID.encode(),
         SEGMENTS_KEY: json.dumps([vars(s) for s in segments]).encode(),
         RETIRED_KEY: json.dumps(retired, sort_keys=True).encode(),
@@ -222,7 +253,9 @@ class Snapshot:
     """What one snapshot of the tree reads: segments (cached and freshly staged) and bad files.
 
     `stage_dir` is the private temp folder of the segments staged for this snapshot
-    (removed by `close`); `bound` the segment files the views read lazily.
+    (removed by `close`); `bound` the segment files the views read lazily. `entries` (the
+    manifest of this snapshot's sidecars) and `drift` (the drift index of the cohort-runs
+    whose drift rows are valid for its inputs) are Arrow tables of `ENTRY` and `DRIFT_ENTRY`.
     """
 
     root: Path
@@ -230,8 +263,8 @@ class Snapshot:
     use_cache: bool = True
     segments: dict[str, Segment] = field(default_factory=dict)  # name -> segment (cached + staged)
     staged: set[str] = field(default_factory=set)
-    entries: list[Entry] = field(default_factory=list)
-    drift: list[DriftEntry] = field(default_factory=list)  # valid for this snapshot's inputs
+    entries: Any = field(default_factory=lambda: _empty(ENTRY))
+    drift: Any = field(default_factory=lambda: _empty(DRIFT_ENTRY))
     stale: int = 0  # cohort-runs whose drift the cache does not hold
     walked: bool = True  # False: the sidecars the manifest lists, as of the last refresh
     bound: list[str] = field(default_factory=list)
@@ -247,14 +280,14 @@ class Snapshot:
         """`(section, item, value)` rows: how much of this snapshot the cache served."""
         if not self.use_cache:
             return [("cache", "used", "no")]
-        good = [e for e in self.entries if e.reason is None]
-        staged = sum(1 for e in good if e.segment in self.staged)
+        counts = _segment_counts(_live(self.entries).column("segment"))
+        staged = sum(count for name, count in counts.items() if name in self.staged)
         return [
             ("cache", "folder", str(cache_dir(self.root))),
             ("cache", "tree walked", "yes" if self.walked else "no: as of the last refresh (--cached)"),
-            ("cache", "sidecars read from the cache", str(len(good) - staged)),
+            ("cache", "sidecars read from the cache", str(sum(counts.values()) - staged)),
             ("cache", "sidecars read from the tree", str(staged)),
-            ("cache", "cohort-runs with drift cached", str(len(self.drift))),
+            ("cache", "cohort-runs with drift cached", str(self.drift.num_rows)),
             ("cache", "cohort-runs to refresh", str(self.stale)),
         ]
 
@@ -345,6 +378,9 @@ def take_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
     as of the last refresh (the tree is walked if there is no usable manifest). Returns
     the snapshot and the `(path, source, reason)` of every file left out.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from .writer import metrics_schema, samples_schema
 
     root = Path(root).resolve()
@@ -354,32 +390,29 @@ def take_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
              sidecar_name(config.prefix, "samples", "parquet"): "samples_raw"}
     snapshot = Snapshot(root, Path(tempfile.mkdtemp(prefix="metricsduck-snapshot-")), use_cache)
     try:
-        previous: dict[tuple[str, str], Entry] = {}
-        cached = _read_listing(cache_dir(root), MANIFEST_FILE, Entry) if use_cache else None
+        cached = _read_listing(cache_dir(root), MANIFEST_FILE, ENTRY) if use_cache else None
+        known = _empty(ENTRY)
         if cached is not None:
-            rows, segments = cached
-            previous = {(entry.path, entry.source): entry for entry in rows}
+            known, segments = cached
             snapshot.segments.update(segments)
         if cached is not None and cached_only:
-            found, unlisted = sorted((e.path, e.source, e.size, e.mtime_ns) for e in rows), []
+            found, unlisted = known.select(list(FOUND)), []
             snapshot.walked = False
         else:
             found, unlisted = walk(root, names)
+        kept, fresh = _match(found, known, set(snapshot.segments))
         bad = [(path, "tree", reason) for path, reason in unlisted]
-        fresh: dict[str, list[tuple[str, int, int]]] = {source: [] for source in SOURCES}
-        for path, source, size, mtime_ns in found:
-            known = previous.get((path, source))
-            if (known is not None and (known.size, known.mtime_ns) == (size, mtime_ns)
-                    and (known.segment is None or known.segment in snapshot.segments)):
-                snapshot.entries.append(known)
-                if known.reason is not None:
-                    bad.append((f"{prefix}/{path}", source, known.reason))
-            else:
-                fresh[source].append((path, size, mtime_ns))
+        bad += [(f"{prefix}/{row['path']}", row["source"], row["reason"])
+                for row in kept.filter(pc.is_valid(kept.column("reason"))).to_pylist()]
+        parts = [kept]
         for source in SOURCES:
-            if fresh[source]:
-                bad += _stage_fresh(con, snapshot, source, fresh[source], schemas[source], prefix)
-        drift = _read_listing(cache_dir(root), DRIFT_INDEX_FILE, DriftEntry) if use_cache else None
+            mine = fresh.filter(pc.equal(fresh.column("source"), source))
+            if mine.num_rows:
+                staged, reasons = _stage_fresh(con, snapshot, source, mine, schemas[source], prefix)
+                parts.append(staged)
+                bad += reasons
+        snapshot.entries = pa.concat_tables(parts)
+        drift = _read_listing(cache_dir(root), DRIFT_INDEX_FILE, DRIFT_ENTRY) if use_cache else None
         if drift is not None:
             snapshot.drift, segments = drift
             snapshot.segments.update(segments)
@@ -391,17 +424,37 @@ def take_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
     return snapshot, bad
 
 
+def _match(found: Any, known: Any, segments: set[str]) -> tuple[Any, Any]:
+    """Split the sidecars `found` into the manifest rows of those the cache holds unchanged
+    (same size and mtime, and their segment still there) and those to read (new, changed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def key(table: Any) -> Any:
+        return pc.binary_join_element_wise(table.column("source"), table.column("path"), "/")
+
+    prior = known.take(pc.index_in(key(found), value_set=key(known)))  # NULL rows: not known
+    same = pc.and_kleene(pc.equal(prior.column("size"), found.column("size")),
+                         pc.equal(prior.column("mtime_ns"), found.column("mtime_ns")))
+    segment = prior.column("segment")
+    held = pc.or_kleene(pc.is_null(segment), pc.is_in(segment, value_set=pa.array(sorted(segments), pa.string())))
+    usable = pc.fill_null(pc.and_kleene(same, held), False)
+    return prior.filter(usable), found.filter(pc.invert(usable))
+
+
 def _prune(snapshot: Snapshot) -> None:
     """Forget segments that no live sidecar or drift entry refers to any more."""
-    used = {e.segment for e in snapshot.entries} | {d.segment for d in snapshot.drift}
+    used = {*_segment_counts(snapshot.entries.column("segment")), *_segment_counts(snapshot.drift.column("segment"))}
     snapshot.segments = {n: s for n, s in snapshot.segments.items() if n in used}
 
 
-def _stage_fresh(con: Any, snapshot: Snapshot, source: str, fresh: list[tuple[str, int, int]],
-                 schema: Any, prefix: str) -> list[tuple[str, str, str]]:
-    """Read new and changed sidecars into staged segments; record them in the snapshot."""
-    paths = [f"{prefix}/{path}" for path, _, _ in fresh]
-    staged, unread = _stage(con, paths, schema, snapshot.stage_dir, source, len(prefix) + 1)
+def _stage_fresh(con: Any, snapshot: Snapshot, source: str, fresh: Any, schema: Any,
+                 prefix: str) -> tuple[Any, list[tuple[str, str, str]]]:
+    """Read new and changed sidecars (`fresh`, `FOUND` columns) into staged segments; return
+    their manifest rows and the `(path, source, reason)` of the bad ones."""
+    relative = fresh.column("path").to_pylist()
+    staged, unread = _stage(con, [f"{prefix}/{path}" for path in relative], schema,
+                            snapshot.stage_dir, source, len(prefix) + 1)
     reasons = {path[len(prefix) + 1:]: reason for path, reason in unread}
     holds: dict[str, tuple[str, str | None, str | None]] = {}  # path -> segment, key, run
     for name in staged:
@@ -413,14 +466,17 @@ def _stage_fresh(con: Any, snapshot: Snapshot, source: str, fresh: list[tuple[st
         stat = (snapshot.stage_dir / name).stat()
         snapshot.segments[name] = Segment(name, source, len(rows), stat.st_size, stat.st_mtime_ns)
         snapshot.staged.add(name)
-    for path, size, mtime_ns in fresh:
+    entries = []
+    stats = zip(relative, fresh.column("size").to_pylist(), fresh.column("mtime_ns").to_pylist())
+    for path, size, mtime_ns in stats:
         reason = reasons.get(path)
         if reason is not None:
-            snapshot.entries.append(Entry(path, source, size, mtime_ns, None, reason, None, None))
+            entries.append((path, source, size, mtime_ns, None, reason, None, None))
         elif path in holds:  # a file with no rows holds nothing to read
             segment, key, run = holds[path]
-            snapshot.entries.append(Entry(path, source, size, mtime_ns, segment, None, key, run))
-    return [(f"{prefix}/{path}", source, reason) for path, reason in sorted(reasons.items())]
+            entries.append((path, source, size, mtime_ns, segment, None, key, run))
+    bad = [(f"{prefix}/{path}", source, reason) for path, reason in sorted(reasons.items())]
+    return _rows_table(entries, ENTRY), bad
 
 
 def _segment_reads(snapshot: Snapshot, source: str, live: dict[str, int], columns: str,
@@ -460,12 +516,10 @@ def _bind(con: Any, snapshot: Snapshot, schemas: dict[str, Any], prefix: str) ->
     deleted or bad files is filtered to the rows of its live files (`cache_live`: each live
     sidecar with the one segment that holds its current rows).
     """
-    live = [e for e in snapshot.entries if e.reason is None]
-    located = _located(snapshot, live, Entry)
-    _create_from(con, "cache_live", located, "SELECT path AS source_file, * EXCLUDE (path) FROM rows")
-    counts: dict[str, int] = {}
-    for entry in live:
-        counts[entry.segment] = counts.get(entry.segment, 0) + 1
+    live = _live(snapshot.entries)
+    _create_from(con, "cache_live", _located(snapshot, live),
+                 "SELECT path AS source_file, * EXCLUDE (path) FROM rows")
+    counts = _segment_counts(live.column("segment"))
     snapshot.bound = []
     for source, kind in (("facts_raw", "TABLE"), ("samples_raw", "VIEW")):
         schema = schemas[source]
@@ -511,10 +565,10 @@ def bind_drift(con: Any, snapshot: Snapshot, digest: str) -> None:
         "FROM cumulative, marks_digest", [digest])
     if not snapshot.use_cache or not views & {"drift", "drift_computed"}:
         return
-    located = _located(snapshot, snapshot.drift, DriftEntry)
-    _create_from(con, "cache_drift", located,
+    _create_from(con, "cache_drift", _located(snapshot, snapshot.drift),
                  "SELECT * FROM rows SEMI JOIN cache_fingerprints USING (baseline_key, run_id, fingerprint)")
-    snapshot.drift = [DriftEntry(*row[:4]) for row in con.execute("SELECT * FROM cache_drift").fetchall()]
+    snapshot.drift = arrow_table(con.sql(f"SELECT {', '.join(DRIFT_ENTRY)} FROM cache_drift")).cast(
+        listing_schema(DRIFT_ENTRY))
     _prune(snapshot)
     con.execute("CREATE OR REPLACE TABLE cache_stale AS SELECT baseline_key, run_id FROM cache_fingerprints "
                 "ANTI JOIN cache_drift USING (baseline_key, run_id)")
@@ -531,10 +585,9 @@ def serve_drift(con: Any, snapshot: Snapshot) -> None:
     (`drift_fresh`) and, while any remain, the view computing the stale cohort-runs
     (`cache_stale`). Without any, the view leaves `drift_computed` out: DuckDB would
     evaluate it in full even to join it with nothing."""
-    columns = ", ".join(c[0] for c in con.execute("DESCRIBE drift_computed").fetchall())
-    live: dict[str, int] = {}
-    for entry in snapshot.drift:
-        live[entry.segment] = live.get(entry.segment, 0) + 1
+    # drift_fresh has drift_computed's columns; describing the view would bind it again
+    columns = ", ".join(c[0] for c in con.execute("DESCRIBE drift_fresh").fetchall())
+    live = _segment_counts(snapshot.drift.column("segment"))
     snapshot.bound = [b for b in snapshot.bound if not Path(b).name.startswith(f"{DRIFT_SOURCE}-")]
     parts = _segment_reads(snapshot, DRIFT_SOURCE, live, columns,
                            "(baseline_key, run_id, segment_file) IN "
@@ -553,10 +606,11 @@ def stage_drift(con: Any, snapshot: Snapshot, relation: str) -> None:
     name = segment_name(DRIFT_SOURCE)
     pending = ("FROM cache_fingerprints AS f ANTI JOIN cache_drift USING (baseline_key, run_id) "
                f"SEMI JOIN (SELECT DISTINCT baseline_key, run_id FROM {relation}) USING (baseline_key, run_id)")
-    entries = con.execute(f"SELECT f.baseline_key, f.run_id, f.fingerprint {pending}").fetchall()
-    if not entries:
+    entries = arrow_table(con.sql(f"SELECT f.baseline_key, f.run_id, f.fingerprint {pending}"))
+    if not entries.num_rows:
         return
     # written from Python, not by COPY: refresh may run on a connection without file access
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     result = con.sql(f"SELECT d.* FROM {relation} AS d SEMI JOIN (SELECT f.baseline_key, f.run_id "
@@ -565,9 +619,10 @@ def stage_drift(con: Any, snapshot: Snapshot, relation: str) -> None:
         for batch in (result.to_batches() if hasattr(result, "to_batches") else result):
             writer.write_batch(batch)
     stat = (snapshot.stage_dir / name).stat()
-    snapshot.segments[name] = Segment(name, DRIFT_SOURCE, len(entries), stat.st_size, stat.st_mtime_ns)
+    snapshot.segments[name] = Segment(name, DRIFT_SOURCE, entries.num_rows, stat.st_size, stat.st_mtime_ns)
     snapshot.staged.add(name)
-    snapshot.drift += [DriftEntry(*row, name) for row in entries]
+    entries = entries.append_column("segment", pa.array([name] * entries.num_rows, pa.string()))
+    snapshot.drift = pa.concat_tables([snapshot.drift, entries.cast(listing_schema(DRIFT_ENTRY))])
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -579,29 +634,27 @@ def _compact(snapshot: Snapshot, folder: Path) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    def key(batch: Any, source: str) -> Any:
+    def key(table: Any, source: str) -> Any:
+        """What identifies a row's origin: its sidecar, or for drift its cohort-run."""
         if source != DRIFT_SOURCE:
-            return batch.column("source_file")
-        return pc.binary_join_element_wise(batch.column("baseline_key"), batch.column("run_id"), "\x1f")
+            return table.column("source_file")
+        return pc.binary_join_element_wise(table.column("baseline_key"), table.column("run_id"), "\x1f")
 
-    keep: dict[str, list[str]] = {}  # segment -> keys of its live rows
-    for e in snapshot.entries:
-        if e.reason is None:
-            keep.setdefault(e.segment, []).append(e.path)
-    for d in snapshot.drift:
-        keep.setdefault(d.segment, []).append(f"{d.baseline_key}\x1f{d.run_id}")
+    live = _live(snapshot.entries)
+    live = live.rename_columns(["source_file" if n == "path" else n for n in live.column_names])
     for source in SOURCES + (DRIFT_SOURCE,):
         mine = sorted(n for n, s in snapshot.segments.items() if s.source == source)
-        live = sum(len(keep.get(n, [])) for n in mine)
-        if not live or (len(mine) <= MAX_SEGMENTS
-                        and 2 * live >= sum(snapshot.segments[n].files for n in mine)):
+        listing = snapshot.drift if source == DRIFT_SOURCE else live
+        rows = listing.filter(pc.is_in(listing.column("segment"), value_set=pa.array(mine, pa.string())))
+        if not rows.num_rows or (len(mine) <= MAX_SEGMENTS
+                                 and 2 * rows.num_rows >= sum(snapshot.segments[n].files for n in mine)):
             continue
         name = segment_name(source)
         tmp = folder / f".{name}.tmp"
         writer = None
         try:
             for segment in mine:
-                wanted = pa.array(keep.get(segment, []), pa.string())
+                wanted = key(rows.filter(pc.equal(rows.column("segment"), segment)), source)
                 for batch in pq.ParquetFile(snapshot.segment_path(segment)).iter_batches():
                     if writer is None:  # segments differ in which columns were all non-null
                         schema = pa.schema([f.with_nullable(True) for f in batch.schema])
@@ -616,11 +669,14 @@ def _compact(snapshot: Snapshot, folder: Path) -> None:
         for stale in mine:
             del snapshot.segments[stale]
             snapshot.staged.discard(stale)
-        snapshot.segments[name] = Segment(name, source, live, stat.st_size, stat.st_mtime_ns)
-        merged = set(mine)
-        snapshot.entries = [e._replace(segment=name) if e.segment in merged and e.reason is None else e
-                            for e in snapshot.entries]
-        snapshot.drift = [d._replace(segment=name) if d.segment in merged else d for d in snapshot.drift]
+        snapshot.segments[name] = Segment(name, source, rows.num_rows, stat.st_size, stat.st_mtime_ns)
+        merged = pa.array(mine, pa.string())
+        for attribute in ("entries", "drift"):  # a bad sidecar's NULL segment stays NULL
+            table = getattr(snapshot, attribute)
+            segment = table.column("segment")
+            setattr(snapshot, attribute, table.set_column(
+                table.schema.get_field_index("segment"), "segment",
+                pc.if_else(pc.is_in(segment, value_set=merged), pa.scalar(name, pa.string()), segment)))
 
 
 def publish(snapshot: Snapshot) -> bool:
@@ -636,10 +692,11 @@ def publish(snapshot: Snapshot) -> bool:
     folder = cache_dir(snapshot.root)
     _prune(snapshot)
     if not snapshot.staged:  # else there is something to publish: no need to read the listings
-        manifest = _read_listing(folder, MANIFEST_FILE, Entry)
-        index = _read_listing(folder, DRIFT_INDEX_FILE, DriftEntry)
+        manifest = _read_listing(folder, MANIFEST_FILE, ENTRY)
+        index = _read_listing(folder, DRIFT_INDEX_FILE, DRIFT_ENTRY)
         if (manifest is not None and index is not None
-                and sorted(manifest[0]) == sorted(snapshot.entries) and sorted(index[0]) == sorted(snapshot.drift)
+                and _sorted(manifest[0]).equals(_sorted(snapshot.entries))
+                and _sorted(index[0]).equals(_sorted(snapshot.drift))
                 and set(manifest[1]) | set(index[1]) == set(snapshot.segments)):
             return False
     try:
@@ -657,8 +714,8 @@ def publish(snapshot: Snapshot) -> bool:
             segments.append(Segment(name, segment.source, segment.files, stat.st_size, stat.st_mtime_ns))
         retired = _retire(folder, set(snapshot.segments))
         raw = [s for s in segments if s.source != DRIFT_SOURCE]
-        _write_listing(folder, MANIFEST_FILE, snapshot.entries, Entry, raw, retired)
-        _write_listing(folder, DRIFT_INDEX_FILE, snapshot.drift, DriftEntry,
+        _write_listing(folder, MANIFEST_FILE, snapshot.entries, raw, retired)
+        _write_listing(folder, DRIFT_INDEX_FILE, snapshot.drift,
                        [s for s in segments if s.source == DRIFT_SOURCE], retired)
     except OSError as exc:
         raise StorageError(f"{folder}: cannot update the cache ({exc.strerror}); "

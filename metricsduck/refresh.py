@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
-from .cache import serve_drift, stage_drift
+from .cache import arrow_table, serve_drift, stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .mirrors import (
@@ -112,9 +112,7 @@ def stale_runs(store: Any) -> list[str]:
 
 
 def _arrow(relation: Any, schema_id: str) -> Any:
-    result = relation.arrow()
-    table = result.read_all() if hasattr(result, "read_all") else result
-    return table.replace_schema_metadata({b"metricsduck.schema": schema_id.encode()})
+    return arrow_table(relation).replace_schema_metadata({b"metricsduck.schema": schema_id.encode()})
 
 
 def _groups(table: Any, *columns: str) -> Iterator[tuple[tuple, Any]]:

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .cache import arrow_table
 from .errors import InputError
 from .store import BASELINE_KINDS, Store
 
@@ -103,10 +104,8 @@ def run_drift(store: Store, run_id: str) -> Any:
     run only (`Store.compute_drift`).
     """
     store.compute_drift(run=run_id)
-    table = store.sql("SELECT * FROM drift WHERE run_id = $run", {"run": run_id}).arrow()
-    if hasattr(table, "read_all"):  # newer DuckDB clients hand back a RecordBatchReader
-        table = table.read_all()
-    return store.con.from_arrow(table)
+    rows = store.sql("SELECT * FROM drift WHERE run_id = $run", {"run": run_id})
+    return store.con.from_arrow(arrow_table(rows))
 
 
 def _tier_counts(drift: Any) -> list[tuple[Any, ...]]:

@@ -483,8 +483,6 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     persisted catalog, its ledger is checked first: an applied SQL file that has since
     been edited is an error.
     """
-    import duckdb
-
     root = Path(root)
     config = config or resolve_config(root)
     migrations = discover(sql_dir)
