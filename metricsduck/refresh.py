@@ -343,7 +343,10 @@ def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
                 "baseline_summary": f"SELECT * FROM {original}.baseline_summary WHERE run_id IN ({own})",
                 "baselines": f"SELECT * FROM {original}.baselines WHERE run_id IN ({own})",
                 "missing_baselines": f"SELECT * FROM {original}.missing_baselines WHERE run_id IN ({own})",
-                "sample_sources": f"SELECT * FROM {original}.sample_sources",  # of the narrowed rows
+                # of the narrowed rows: V008's macro over one row per sidecar, not per value
+                "sample_files": "SELECT DISTINCT baseline_key, run_id, written_at, source_file, schema_version "
+                                "FROM samples_raw",
+                "sample_sources": "SELECT * FROM newest_sidecars('sample_files')",
                 "scalar_facts": f"SELECT * FROM {original}.scalar_facts WHERE {pairs}",
             }):
         yield scope
