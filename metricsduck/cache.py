@@ -295,15 +295,19 @@ class Snapshot:
         shutil.rmtree(self.stage_dir, ignore_errors=True)
 
 
-def read_files(schema: Any) -> str:
+def read_files(schema: Any, union_by_name: bool = True) -> str:
     """The sidecar columns (plus source_file) of the Parquet files bound as `?`, each cast
-    to its sidecar type: a file whose values do not fit (text in `value`) fails the read."""
+    to its sidecar type: a file whose values do not fit (text in `value`) fails the read.
+
+    Without `union_by_name` DuckDB matches every file's columns by name to the first file's
+    and casts them to its types, and a file lacking one of them fails the read.
+    """
     columns = ", ".join([f"CAST({f.name} AS {_ARROW_TO_DUCKDB[str(f.type)]}) AS {f.name}" for f in schema]
                         + ["source_file"])
     return (
         f"SELECT {columns} FROM ({typed_empty(schema)}\nUNION ALL BY NAME\n"
-        "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false, "
-        "filename = 'source_file'))"
+        f"SELECT * FROM read_parquet(?, union_by_name = {str(union_by_name).lower()}, "
+        "hive_partitioning = false, filename = 'source_file'))"
     )
 
 
@@ -319,7 +323,7 @@ def _copy_to(con: Any, query: str, target: Path, params: list | None = None) -> 
 
 
 def _stage(con: Any, files: list[str], schema: Any, dest: Path, source: str,
-           strip: int) -> tuple[list[str], list[tuple[str, str]]]:
+           strip: int, template: Path | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """Copy the rows of `files` into new segments under `dest`; return their names and the
     `(path, reason)` of files DuckDB cannot read.
 
@@ -327,11 +331,25 @@ def _stage(con: Any, files: list[str], schema: Any, dest: Path, source: str,
     files are alone, so a few bad files cost a few extra reads, not one read per file.
     `source_file` is stored relative to the root (its first `strip` characters dropped),
     so the cache does not depend on where the tree lives.
+
+    With `template`, an empty file of the sidecar schema, the first read goes without
+    `union_by_name`: the files are matched by name to the template's columns and cast to
+    its types, which spares the pass union_by_name makes over every footer first (500
+    sample sidecars: 0.29-0.36 s against 0.47-0.63 s). A file lacking a column fails that
+    read, and the list is read again by union.
     """
     import duckdb
 
     name = segment_name(source)
-    query = f"SELECT * REPLACE (substr(source_file, {strip + 1}) AS source_file) FROM ({read_files(schema)})"
+    relative = f"SELECT * REPLACE (substr(source_file, {strip + 1}) AS source_file) FROM ({{}})"
+    if template is not None:
+        try:
+            _copy_to(con, relative.format(read_files(schema, union_by_name=False)), dest / name,
+                     [[str(template), *files]])
+            return [name], []
+        except duckdb.Error:
+            (dest / name).unlink(missing_ok=True)
+    query = relative.format(read_files(schema))
     try:
         _copy_to(con, query, dest / name, [files])
         return [name], []
@@ -452,9 +470,13 @@ def _stage_fresh(con: Any, snapshot: Snapshot, source: str, fresh: Any, schema: 
                  prefix: str) -> tuple[Any, list[tuple[str, str, str]]]:
     """Read new and changed sidecars (`fresh`, `FOUND` columns) into staged segments; return
     their manifest rows and the `(path, source, reason)` of the bad ones."""
+    import pyarrow.parquet as pq
+
+    template = snapshot.stage_dir / f"template-{source}.parquet"
+    pq.write_table(schema.empty_table(), template)
     relative = fresh.column("path").to_pylist()
     staged, unread = _stage(con, [f"{prefix}/{path}" for path in relative], schema,
-                            snapshot.stage_dir, source, len(prefix) + 1)
+                            snapshot.stage_dir, source, len(prefix) + 1, template)
     reasons = {path[len(prefix) + 1:]: reason for path, reason in unread}
     holds: dict[str, tuple[str, str | None, str | None]] = {}  # path -> segment, key, run
     for name in staged:
