@@ -123,7 +123,7 @@ def walk(root: Path, names: dict[str, str]) -> tuple[Any, list[tuple[str, str]]]
     return found.sort_by([("path", "ascending"), ("source", "ascending")]), unlisted
 
 
-# --- the manifest and the drift index ----------------------------------------------------------
+# --- the manifest and the drift index --------------------------------------------------------
 #
 # Both are Arrow tables, in memory and on disk: at 100,000 cohort-runs the manifest lists
 # 200,000 sidecars, and Python objects for each cost a second per connect.
@@ -138,6 +138,7 @@ DRIFT_ENTRY = ("baseline_key", "run_id", "fingerprint", "segment")
 
 
 def listing_schema(columns: tuple[str, ...]) -> Any:
+    """The Arrow schema of a listing with `columns`: size and mtime_ns int64, the rest strings."""
     import pyarrow as pa
 
     types = {"size": pa.int64(), "mtime_ns": pa.int64()}
