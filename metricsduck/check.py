@@ -1,8 +1,8 @@
 """`check`: find everything wrong with a results tree, without changing a byte of it.
 
 Each finding is a `Problem(path, kind, message)`; no problems means the tree is sound.
-What is checked (issue 5, DESIGN §2, §3, §8, §10): the config; the ledger of a persisted
-catalog (opened read-only); every sidecar (readable and of schema v1, as the store's
+What is checked: the config; whether a persisted catalog (opened read-only) matches the
+SQL of this metricsduck; every sidecar (readable and of schema v1, as the store's
 snapshot reports in `bad_files`; one cohort-run per file; identity matching its folders);
 duplicate cohort-runs; every JSON mirror against its Parquet; drift, trend and sample
 files whose facts are gone; and temporary files left by interrupted writes.
@@ -14,17 +14,26 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .catalog import bind_sources, catalog_path, discover, migration_states, read_ledger
+from .catalog import bind_sources, catalog_path, catalog_states, discover, persisted_fingerprints
 from .config import Config, load_config, resolve_config
 from .errors import ConfigError, InputError, StorageError
 from .layout import CACHE_DIR, CONFIG_FILE, baseline_key, sidecar_name
 from .mirrors import (
-    DRIFT_SCHEMA_ID, METRICS_SCHEMA_ID, ROLLUP_STAGE_SCHEMA_ID, ROLLUP_VIEW_SCHEMA_ID, TREND_SCHEMA_ID,
-    drift_mirror, metrics_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror,
+    DRIFT_SCHEMA_ID,
+    METRICS_SCHEMA_ID,
+    ROLLUP_STAGE_SCHEMA_ID,
+    ROLLUP_VIEW_SCHEMA_ID,
+    TREND_SCHEMA_ID,
+    drift_mirror,
+    metrics_mirror,
+    stage_rollup_mirror,
+    trend_mirror,
+    view_rollup_mirror,
 )
 from .refresh import FINGERPRINTS
 from .writer import SAMPLES_SCHEMA_ID, SCHEMA_METADATA_KEY, SCHEMA_VERSION, metrics_schema
@@ -65,30 +74,29 @@ def check(root: str | Path, config: Config | str | Path | None = None, *,
         raise InputError(f"{root} is not a folder; give the results tree to check")
     checker = _Checker(root)
     config = checker.config(config)
-    checker.ledger(sql_dir)
-    with _open_store(root, config) as store:
+    checker.catalog(sql_dir)
+    with _open_store(root, config, sql_dir) as store:
         checker.sidecars(store)
     checker.tree(config.prefix)
     return sorted(set(checker.problems))
 
 
-def _open_store(root: Path, config: Config) -> Any:
+def _open_store(root: Path, config: Config, sql_dir: Path | None) -> Any:
     """A store holding only the snapshot of the sidecars: facts_raw, samples_raw, bad_files.
 
     The same binding `connect` starts with (files that cannot be read, or are not sidecars,
     are left out and listed in `bad_files`), without the views, which `check` does not
-    query, and without `connect`'s refusal of a catalog whose SQL changed, which `check`
-    reports as a row instead. In memory: nothing is written.
+    query. In memory: nothing is written.
     """
     from .store import Store, new_connection
 
-    store = Store(root, config, new_connection())
+    con = new_connection()
     try:
-        store._take(bind_sources(store.con, root, config, snapshot=True, use_cache=False))
+        snapshot = bind_sources(con, root, config, snapshot=True, use_cache=False)
     except BaseException:
-        store.close()
+        con.close()
         raise
-    return store
+    return Store(root, config, con, discover(sql_dir), snapshot)
 
 
 class _Checker:
@@ -121,31 +129,22 @@ class _Checker:
             self.add(path, "config", f"{message}; the other checks used the packaged defaults")
             return load_config()
 
-    def ledger(self, sql_dir: Path | None) -> None:
+    def catalog(self, sql_dir: Path | None) -> None:
+        """The persisted catalog, if any: readable, and built from the SQL of this metricsduck."""
         path = catalog_path(self.root)
-        if not path.exists():
-            return
         try:
-            ledger = read_ledger(path)  # opens the catalog read-only
+            persisted = persisted_fingerprints(self.root)  # opens the catalog read-only
         except StorageError as exc:
             self.add(path, "catalog", str(exc).removeprefix(f"{path}: "))
             return
-        migrations = discover(sql_dir)
-        recorded = {entry.version: entry for entry in ledger}
-        for migration, state in migration_states(migrations, ledger):
-            if state == "changed":
-                entry = recorded[migration.version]
-                self.add(path, "catalog",
-                         f"{migration.path} changed since it was applied (ledger: {entry.name}, sha256 "
-                         f"{entry.sha256[:12]}; file: {migration.name}, sha256 {migration.sha256[:12]}); "
-                         "restore the file, or delete the catalog and run `metricsduck init`")
-        known = {migration.version for migration in migrations}
-        for entry in ledger:
-            if entry.version not in known:
-                self.add(path, "catalog",
-                         f"V{entry.version:03d}__{entry.name}.sql is in the ledger but not among this "
-                         "metricsduck's SQL files; upgrade metricsduck, or delete the catalog and run "
-                         "`metricsduck init`")
+        if persisted is None:
+            return
+        stale = [d.name for d, state in catalog_states(discover(sql_dir), persisted) if state != "current"]
+        gone = sorted(set(persisted) - {d.name for d in discover(sql_dir)})
+        if stale or gone:
+            names = ", ".join(stale + gone)
+            self.add(path, "catalog", f"out of date for {len(stale) + len(gone)} definition(s) ({names}): "
+                                      "run `metricsduck init` to rebuild it")
 
     # --- sidecars, through the store's snapshot ------------------------------------------
 
@@ -175,12 +174,13 @@ class _Checker:
         for source_file, identities in by_file.items():
             path = self.shown(source_file)
             if len(identities) > 1:
-                differ = [name for name, values in zip(IDENTITY, zip(*identities)) if len(set(values)) > 1]
+                columns = zip(IDENTITY, zip(*identities, strict=True), strict=True)
+                differ = [name for name, values in columns if len(set(values)) > 1]
                 self.add(path, "mixed_identity",
                          f"its rows disagree on {', '.join(differ)}: a sidecar holds exactly one "
                          "cohort-run; rewrite it")
                 continue
-            found = _folder_mismatches(path, dict(zip(IDENTITY, identities[0])))
+            found = _folder_mismatches(path, dict(zip(IDENTITY, identities[0], strict=True)))
             if found:
                 self.add(path, "identity_mismatch",
                          "; ".join(found) + ". Identity comes from the columns; move the folder or "
@@ -382,7 +382,7 @@ def _difference(found: Any, expected: Any, where: str = "") -> str | None:
     if isinstance(found, list) and isinstance(expected, list):
         if len(found) != len(expected):
             return f"{here} has {len(found)} entries in the mirror, {len(expected)} in the Parquet"
-        for index, (a, b) in enumerate(zip(found, expected)):
+        for index, (a, b) in enumerate(zip(found, expected, strict=True)):
             difference = _difference(a, b, f"{where}[{index}]")
             if difference:
                 return difference

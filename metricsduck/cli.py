@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -104,10 +105,6 @@ def with_store(func: Callable | None = None, *, cached: bool = True) -> Callable
     return config_option(wrapper)
 
 
-# the views that read the served `drift` (cached rows plus what `compute_drift` computed)
-DRIFT_READERS = re.compile(r"\b(drift|rollup_view|rollup_stage)\b", re.IGNORECASE)
-
-
 def _compute_drift(store: Any, run: str | None) -> None:
     """Compute the drift the cache does not hold (of `run`, else every run), with progress
     on stderr: on a tree not refreshed since it changed this is most of the command's work."""
@@ -133,18 +130,20 @@ def init(root: str, config_path: str | None, fmt: str, output: str | None) -> No
     """Persist the catalog as ROOT/.metricsduck/catalog.duckdb (and save --config beside it).
 
     Afterwards `duckdb ROOT/.metricsduck/catalog.duckdb -c "select * from facts"` works
-    from any directory. Prints each SQL version with its state before and after.
+    from any directory. The catalog is derived: init rebuilds it whenever the SQL changed.
+    Prints each SQL definition with its fingerprint and its state before.
 
     Example: metricsduck init RESULTS --config safety.yaml
     """
-    from .catalog import catalog_path, discover, migration_states, read_ledger
+    from .catalog import catalog_states, discover, persisted_fingerprints
     from .output import emit
     from .store import init as init_catalog
 
-    before = migration_states(discover(), read_ledger(catalog_path(Path(root))))
+    before = catalog_states(discover(), persisted_fingerprints(Path(root)))
     path = init_catalog(Path(root), _config(root, config_path))
     click.echo(f"metricsduck: catalog written to {path}", err=True)
-    emit(["sql_file", "before", "now"], [(m.label, state, "applied") for m, state in before], fmt, output)
+    emit(["definition", "fingerprint", "before"], [(d.label, d.fingerprint[:12], state) for d, state in before],
+         fmt, output)
 
 
 @main.command()
@@ -152,7 +151,8 @@ def init(root: str, config_path: str | None, fmt: str, output: str | None) -> No
 @with_store
 @output_options
 def status(store: Any, fmt: str, output: str | None) -> None:
-    """Show SQL versions (applied / pending / changed) and counts of runs, cohorts, sidecars.
+    """Show each SQL definition's fingerprint (and whether the persisted catalog matches it)
+    and counts of runs, cohorts, sidecars.
 
     Read-only: never creates or changes a file.
 
@@ -194,8 +194,9 @@ def check(root: str, config_path: str | None, fmt: str, output: str | None) -> N
 def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
     """Run QUERY against the views (facts, samples, cohort_runs, runs, …) and print the rows.
 
-    A query naming drift, rollup_view or rollup_stage first computes the drift the cache
-    does not hold, a batch of runs at a time (with progress), as `metricsduck drift` does.
+    A query reading drift (directly or through a view built on it, such as rollup_view)
+    first computes the drift the cache does not hold, a batch of runs at a time (with
+    progress), as `metricsduck drift` does.
 
     Example: metricsduck sql RESULTS "select run_id, count(*) from cohort_runs group by 1"
     """
@@ -204,7 +205,9 @@ def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
     from .errors import InputError
     from .output import emit_relation
 
-    if DRIFT_READERS.search(query):  # not the whole stale history in one query
+    from .compute import reads_drift
+
+    if reads_drift(store, query):  # not the whole stale history in one query
         _compute_drift(store, None)
     try:
         relation = store.sql(query)

@@ -12,10 +12,11 @@ import copy
 import functools
 import math
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from .errors import ConfigError, InputError
 from .layout import CACHE_DIR, CONFIG_FILE, check_name
@@ -212,17 +213,8 @@ class Config:
         Booleans become 1/0 and `[warn, alert]` pairs become `<key>.warn` / `<key>.alert`,
         so SQL reads every threshold by name.
         """
-        rows = []
-        for key, value in _flatten(self.values):
-            if key.startswith(("drift.critical_metrics", "drift.overrides")):
-                continue
-            if isinstance(value, list):
-                rows += [(f"{key}.warn", float(value[0]), None), (f"{key}.alert", float(value[1]), None)]
-            elif isinstance(value, str):
-                rows.append((key, None, value))
-            else:
-                rows.append((key, float(value), None))
-        return sorted(rows)
+        return sorted((key, None, value) if isinstance(value, str) else (key, float(value), None)
+                      for key, value in scalar_settings(self.values))
 
     def metric_rows(self) -> list[tuple[str, bool, float | None, float | None, float | None, float | None]]:
         """Per-metric rules as `(metric, critical, rel_warn, rel_alert, abs_warn, abs_alert)`."""
@@ -247,7 +239,21 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield path, value
 
 
-@functools.lru_cache(maxsize=None)
+def scalar_settings(values: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """`(key, value)` of every scalar setting, `[warn, alert]` pairs as `<key>.warn` and
+    `<key>.alert`; the per-metric rules (critical metrics, overrides) are not scalars."""
+    out: list[tuple[str, Any]] = []
+    for key, value in _flatten(values):
+        if key.startswith(("drift.critical_metrics", "drift.overrides")):
+            continue
+        if isinstance(value, list):
+            out += [(f"{key}.warn", value[0]), (f"{key}.alert", value[1])]
+        else:
+            out.append((key, value))
+    return out
+
+
+@functools.cache
 def _yaml_loader() -> Any:
     """PyYAML's safe loader, but reading `1e-4` as a number (YAML 1.2), as users write it."""
     import yaml
@@ -275,7 +281,7 @@ def _read_yaml(text: str, source: str) -> Any:
 
 
 def _defaults() -> dict[str, Any]:
-    text = resources.files("metricsduck").joinpath("config", DEFAULT_CONFIG_TEXT).read_text("utf-8")
+    text = (resources.files("metricsduck") / "config" / DEFAULT_CONFIG_TEXT).read_text("utf-8")
     section, where = _section(_read_yaml(text, "packaged safety.yaml"), "packaged safety.yaml")
     return _validate(section, SPEC, where)
 

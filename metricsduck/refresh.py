@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
-from .cache import arrow_table, serve_drift, stage_drift
+from .cache import arrow_table
+from .compute import stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .mirrors import (
@@ -162,7 +163,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
 
     `stage` limits the work to one stage; `cohort_files=False` writes only the rollups.
     """
-    if store._snapshot is not None and not store._snapshot.walked:
+    if store.snapshot is not None and not store.snapshot.walked:
         raise InputError(f"{store.root}: this store serves the cache as of the last refresh "
                          "(cached_only) and does not see the tree; refresh with a store that does "
                          "(connect without cached_only)")
@@ -190,7 +191,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
                 _refresh_runs(store, batch, stage, cohort_files, summary,
                               progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
                 if cohort_files and len(summary.failed) == failed:  # these runs' outputs are complete
-                    stage_drift(store.con, store._snapshot, "temp.drift")
+                    stage_drift(store.con, store.snapshot, "temp.drift")
             finally:
                 store.con.execute("DROP TABLE IF EXISTS temp.drift")
             _publish(store, summary)
@@ -228,38 +229,6 @@ def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: 
     _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
     if cohort_files:
         _cohort_files(store, scope, summary, progress)
-
-
-def compute_drift(store: Any, runs: list[str] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> int:
-    """Compute the drift rows the compacted cache does not hold (of `runs`, else of every
-    run) into `drift_fresh`, which the `drift` view reads from then on; return how many
-    cohort-runs that was. Nothing is written to the tree or the cache.
-
-    It goes a batch of runs at a time, each narrowed to its pairs as in a refresh, so a tree
-    never refreshed costs what a refresh would in time and memory, not the whole history
-    in one query. Without the cache (`use_cache=False`) `drift` stays the plain view.
-    """
-    if not store.cached_drift:
-        return 0
-    con = store.con
-    stale = [run for (run,) in store.sql(
-        "SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM cache_stale) ORDER BY ordinal").fetchall()
-        if runs is None or run in runs]
-    if not stale:
-        return 0
-    total = store.sql("SELECT count(*) FROM cache_stale WHERE list_contains(?, run_id)", [stale]).fetchall()[0][0]
-    done = 0
-    with _materialised(store):
-        for batch in _batches(store, stale):
-            with _narrowed(store, batch, None) as scope:
-                con.execute(f"INSERT INTO drift_fresh SELECT * FROM drift_computed WHERE {scope} "
-                            "AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM cache_stale)")
-            done += con.execute("DELETE FROM cache_stale WHERE list_contains(?, run_id)", [batch]).fetchall()[0][0]
-            if progress:
-                progress(done, total)
-    serve_drift(con, store._snapshot)
-    return done
 
 
 def _publish(store: Any, summary: RefreshSummary) -> None:

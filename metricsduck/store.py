@@ -9,13 +9,13 @@ from typing import Any, Sequence
 
 from .cache import Snapshot
 from .catalog import (
-    bind_sources, build, catalog_path, check_unchanged, discover, init_catalog, migration_states, read_ledger,
+    Catalog, bind_sources, build, catalog_path, catalog_states, discover, init_catalog, persisted_fingerprints,
 )
+from .compute import LATEST_RUN
 from .config import Config, resolve_config
 from .errors import InputError, ResourceError
 
 TIERS = ("OK", "WARN", "ALERT")
-LATEST_RUN = "(SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1)"
 BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
 DIRECTIONS = ("increasing", "decreasing", "flat")
 LEVELS = ("stage", "view", "target", "symbol")
@@ -33,12 +33,12 @@ class Store:
     (`.df()`, `.arrow()`, `.pl()`, `.fetchall()`). Parameters are bound, never pasted.
     """
 
-    def __init__(self, root: Path, config: Config, con: Any, sql_dir: Path | None = None,
+    def __init__(self, root: Path, config: Config, con: Any, catalog: Catalog,
                  snapshot: Snapshot | None = None) -> None:
         self.root = root
         self.config = config
         self.con = con
-        self.sql_dir = sql_dir
+        self.catalog = catalog
         self._snapshot: Snapshot | None = None
         self._cleanup: Any = None
         self._locked = False
@@ -54,18 +54,23 @@ class Store:
         self._snapshot = snapshot
         self._cleanup = weakref.finalize(self, snapshot.close) if snapshot is not None else None
 
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot of the tree the views read (None: a store over live globs)."""
+        return self._snapshot
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         return self.con.sql(query, params=params)
 
     def status(self) -> list[tuple[str, str, str]]:
         """`(section, item, value)` rows describing the tree and the catalog; writes nothing."""
-        path = catalog_path(self.root)
         rows = [("tree", "root", str(self.root.resolve())),
                 ("tree", "config", self.config.source)]
-        ledger = read_ledger(path)
-        rows.append(("catalog", "persisted", str(path) if path.exists() else "no (run `metricsduck init`)"))
-        for migration, state in migration_states(discover(self.sql_dir), ledger):
-            rows.append(("sql", migration.label, state if path.exists() else "pending"))
+        persisted = persisted_fingerprints(self.root)
+        rows.append(("catalog", "persisted", "no (`metricsduck init` writes one)" if persisted is None
+                     else str(catalog_path(self.root))))
+        for definition, state in catalog_states(self.catalog, persisted):
+            rows.append(("sql", definition.label, f"{definition.fingerprint[:12]} {state}"))
         counts = self.sql(
             "SELECT (SELECT count(DISTINCT source_file) FROM facts_raw), "
             "(SELECT count(DISTINCT source_file) FROM samples_raw), "
@@ -255,21 +260,13 @@ class Store:
         id or 'latest') or of every run, so that queries on `drift` read them; return the
         number of cohort-runs computed (0 when the cache held them all).
 
-        `drift()` and `rollups()` call it; call it yourself before your own SQL on `drift`
-        over a tree not refreshed since it changed. It works a batch of runs at a time, as
-        `refresh` does, instead of the whole history in one query, and writes nothing.
-        `progress(done, total)` is called after each batch.
+        `drift()`, `rollups()`, the report and `metricsduck sql` call it; call it yourself
+        before your own SQL on `drift` over a tree not refreshed since it changed
+        (`metricsduck.compute.ensure_drift`). `progress(done, total)` follows each batch.
         """
-        from .refresh import compute_drift
+        from .compute import ensure_drift
 
-        if not self.cached_drift or not self.sql("SELECT count(*) FROM cache_stale").fetchall()[0][0]:
-            return 0  # the common case, checked first: drift() calls this every time
-        if run == "latest":
-            latest = self.sql(f"SELECT {LATEST_RUN}").fetchall()
-            run = latest[0][0] if latest else None
-            if run is None:
-                return 0
-        return compute_drift(self, None if run is None else [run], progress)
+        return ensure_drift(self, run=run, progress=progress)
 
     def _run_scope(self, run: str) -> str:
         """A new temp table of the cohort-runs (baseline_key, run_id) of `run` (a run id or
@@ -316,12 +313,11 @@ class Store:
         return summary
 
     def _bind_drift(self) -> None:
-        """Point `drift` at the cached drift rows of this store's snapshot (`cache.bind_drift`)."""
-        from .cache import bind_drift
-        from .catalog import drift_digest
+        """Point `drift` at the cached drift rows of this store's snapshot."""
+        from .compute import bind_drift
 
         if self._snapshot is not None:
-            bind_drift(self.con, self._snapshot, drift_digest(self.config, discover(self.sql_dir)))
+            bind_drift(self.con, self._snapshot, self.catalog, self.config)
 
     @property
     def cached_drift(self) -> bool:
@@ -479,24 +475,19 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     every sidecar. `cached_only=True` skips the walk of the tree, which dominates on big
     trees: the store then serves what the last refresh cached, and sidecars written,
     changed or deleted since are not seen (`refresh` refuses such a store). The cache is
-    only read here, never written. If the tree has a
-    persisted catalog, its ledger is checked first: an applied SQL file that has since
-    been edited is an error.
+    only read here, never written.
     """
     root = Path(root)
     config = config or resolve_config(root)
-    migrations = discover(sql_dir)
-    path = catalog_path(root)
-    check_unchanged(migrations, read_ledger(path), path)
-    store = Store(root, config, new_connection(), sql_dir)
-    con = store.con
+    catalog = discover(sql_dir)
+    con = new_connection()
     try:
-        store._take(build(con, root, config, sql_dir=sql_dir, snapshot=True, use_cache=use_cache,
-                          cached_only=cached_only))
+        snapshot = build(con, root, config, catalog=catalog, snapshot=True, use_cache=use_cache,
+                         cached_only=cached_only)
     except BaseException:
-        store.close()
+        con.close()
         raise
-    return store
+    return Store(root, config, con, catalog, snapshot)
 
 
 def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None) -> Path:

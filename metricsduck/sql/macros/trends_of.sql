@@ -1,10 +1,3 @@
--- V009: trends of chosen cohort-runs. Needs V006.
--- The `trends` view computes the trend of every cohort-run of the history and filters
--- afterwards: a filter on run_id cannot pass the ranking of each series, so refreshing one
--- run of 100,000 cohort-runs computed the median of some 100 million pairwise slopes
--- (and ran out of spill space). `trends_of` computes the same rows for the cohort-runs of
--- one relation only; `trends` is now `trends_of('cohort_runs')`, the same rows as V006's.
-
 -- The rows of `trends` for the cohort-runs listed in the relation named `scope` (columns
 -- baseline_key, run_id); each trend still spans the last trend.window cohort-runs of its
 -- series, whatever `scope` holds.
@@ -76,8 +69,3 @@ JOIN series AS s ON s.baseline_key = f.baseline_key AND s.metric = f.metric AND 
 LEFT JOIN pairwise AS p
     ON p.baseline_key = f.baseline_key AND p.metric = f.metric AND p.run_id = f.run_id
 CROSS JOIN settings_wide AS cfg;
-
--- As in V006: one row per baseline key x metric x cohort-run once trend.min_runs
--- cohort-runs with a finite value exist up to and including it.
-CREATE OR REPLACE VIEW trends AS
-SELECT * FROM trends_of('cohort_runs');

@@ -1,5 +1,4 @@
--- V006: trends of every numeric metric per baseline key (DESIGN §6). Needs V001-V002.
-
+-- trends as released in V006__trends.sql, superseded since; kept as a test oracle, never loaded.
 -- One row per baseline key x metric x cohort-run, once trend.min_runs cohort-runs with a
 -- finite value exist up to and including it: the trend over the last trend.window of
 -- them. x is the run's position in that window (0, 1, 2, ...): slope and intercept are

@@ -1,16 +1,15 @@
--- V010: the PSI bins and KS statistic from sorted lists. Needs V004.
--- V004's two_sample_bins walked every value of a comparison through a window of five
--- running aggregates, twice sorted; at 5,000 cohorts with a 10-run rolling baseline
--- (about 37 M values a run) that walk was about 70% of a refresh. This version sorts each
--- comparison's values once, into a list, and reads the quantiles, the ECDFs at every run
--- of equal values and each side's count up to every edge off that list. The rows are
--- V004's, bit for bit; two_sample_tests, psi_bins and drift_distribution call the macro
--- by name and so use this one.
-
--- two_sample_bins(source): as V004 documents it. Edges are the distinct linear quantiles
--- of the baseline at i/B (numpy's default np.quantile, its lerp included); bins are
--- right-closed, a value's bin the number of edges below it; KS compares the
--- right-continuous ECDFs after the last of each run of equal values.
+-- two_sample_bins(source): the PSI bins and the KS statistic of every comparison in the
+-- relation named by `source` (columns pair_id, distribution, side 'current' or
+-- 'baseline', value; NULL values are skipped). Each comparison's values are sorted once,
+-- into a list, and the quantiles, the ECDFs and each side's count up to every edge are
+-- read off that list. Edges are the distinct linear quantiles of the baseline at i/B,
+-- i = 1..B-1 (B = drift.psi_bins), computed exactly as numpy's default np.quantile does
+-- (its lerp included). Bins are right-closed and open at both ends: a value's bin is the
+-- number of edges below it (an edge equal to a value sorts after it). KS compares the
+-- right-continuous ECDFs after the last of each run of equal values. One row per
+-- pair_id x distribution x bin, only where both sides have values; shares are count / n
+-- (m), and contribution = (p_cur - p_base) * ln(p_cur / p_base) with both shares floored
+-- at drift.psi_epsilon (not renormalised). Drift and population drift both use it.
 CREATE OR REPLACE MACRO two_sample_bins(source) AS TABLE
 WITH walks AS (
     -- per comparison with finite values on both sides: all its values in one sorted list

@@ -1,82 +1,3 @@
--- V007: hierarchical rollups and population drift (DESIGN §7). Needs V001-V005.
-
--- One row per run x stage x view x population group with the run just before it in that
--- stage x view (NULL for the first). A group is the cohorts compared as one population:
--- per target across symbols where the view has a symbol level, else across all targets
--- of the view (target NULL).
-CREATE OR REPLACE VIEW population_pairs AS
-WITH view_runs AS (
-    SELECT stage, view, run_id, min(run_started_at) AS run_started_at
-    FROM cohort_runs
-    GROUP BY stage, view, run_id
-),
-ordered AS (
-    SELECT
-        *,
-        lag(run_id) OVER (PARTITION BY stage, view ORDER BY run_started_at, run_id) AS baseline_run_id
-    FROM view_runs
-),
-groups AS (
-    SELECT DISTINCT stage, view, run_id, CASE WHEN symbol IS NOT NULL THEN target END AS target
-    FROM cohort_runs
-)
-SELECT
-    row_number() OVER (ORDER BY g.stage, g.view, g.run_id, g.target) AS pair_id,
-    g.stage, g.view, g.target, g.run_id, o.run_started_at, o.baseline_run_id
-FROM groups AS g
-JOIN ordered AS o ON o.stage = g.stage AND o.view = g.view AND o.run_id = g.run_id;
-
--- The values compared by population drift: for each group, every numeric metric's
--- values across the group's cohorts in its run ('current') and in the previous run of
--- the same stage x view ('baseline'); distribution is the metric name.
-CREATE OR REPLACE VIEW population_values AS
-WITH numbers AS (
-    SELECT
-        stage, view, run_id, CASE WHEN symbol IS NOT NULL THEN target END AS target,
-        metric, value
-    FROM facts
-    WHERE kind = 'number'
-)
-SELECT p.pair_id, f.metric AS distribution, 'current' AS side, f.value
-FROM population_pairs AS p
-JOIN numbers AS f
-    ON f.stage = p.stage AND f.view = p.view AND f.run_id = p.run_id
-    AND f.target IS NOT DISTINCT FROM p.target
-UNION ALL
-SELECT p.pair_id, f.metric, 'baseline', f.value
-FROM population_pairs AS p
-JOIN numbers AS f
-    ON f.stage = p.stage AND f.view = p.view AND f.run_id = p.baseline_run_id
-    AND f.target IS NOT DISTINCT FROM p.target;
-
--- One row per run x stage x view x group x metric: PSI and KS (the definitions of
--- drift_distribution, via two_sample_tests) of the metric's values across symbols
--- (per target) or across targets, against the previous run of the same stage x view.
--- status: COMPARED, NO_DATA (a side has no finite value) or NO_BASELINE (first run).
-CREATE OR REPLACE VIEW population_drift AS
-WITH sized AS (
-    SELECT
-        pair_id, distribution,
-        count(value) FILTER (WHERE side = 'current') AS n,
-        count(value) FILTER (WHERE side = 'baseline') AS m
-    FROM population_values
-    GROUP BY pair_id, distribution
-)
-SELECT
-    p.run_id, p.run_started_at, p.stage, p.view, p.target, p.baseline_run_id,
-    sz.distribution AS metric, sz.n, sz.m,
-    t.psi, t.psi_bins, t.psi_critical, t.psi_significant, t.ks_d, t.ks_p,
-    t.psi_tier, t.ks_tier, t.tier, t.tier_rank,
-    CASE
-        WHEN p.baseline_run_id IS NULL THEN 'NO_BASELINE'
-        WHEN sz.n > 0 AND sz.m > 0 THEN 'COMPARED'
-        ELSE 'NO_DATA'
-    END AS status
-FROM sized AS sz
-JOIN population_pairs AS p ON p.pair_id = sz.pair_id
-LEFT JOIN two_sample_tests('population_values') AS t
-    ON t.pair_id = sz.pair_id AND t.distribution = sz.distribution;
-
 -- The view-level rollup in long form: one row per run x stage x view x level x key x
 -- measure. level 'view' covers every cohort of the view, 'target' one target (across its
 -- symbols), 'symbol' one symbol (across its targets; symbol-level views only); every
@@ -86,8 +7,17 @@ LEFT JOIN two_sample_tests('population_values') AS t
 -- tier_ALERT) and alert_share (ALERT / rows with a tier); at the view level
 -- worst_item (value = its place, 1 = worst; metric = item; detail says where and how
 -- bad) and population_psi / population_ks_d per metric and group (detail = its tier).
+-- The drift rows that the tier counts and the worst items both read are one
+-- materialised CTE, so the drift of a query is planned and computed once.
 CREATE OR REPLACE VIEW rollup_view AS
-WITH leveled_cohorts AS (
+WITH drift_rows AS MATERIALIZED (
+    -- the drift rows both leveled_tiers and worst read, computed once
+    SELECT
+        run_id, stage, view, target, symbol, baseline_key, baseline_kind, item_kind, item,
+        tier, tier_rank, psi, rel_delta
+    FROM drift
+),
+leveled_cohorts AS (
     SELECT
         run_id, stage, view, target, symbol,
         CASE WHEN grouping(target) = 0 THEN 'target' WHEN grouping(symbol) = 0 THEN 'symbol'
@@ -126,7 +56,7 @@ leveled_tiers AS (
         count(*) FILTER (WHERE tier = 'WARN') AS tier_warn,
         count(*) FILTER (WHERE tier = 'ALERT') AS tier_alert,
         count(tier) AS tiered
-    FROM drift
+    FROM drift_rows
     GROUP BY GROUPING SETS ((run_id, stage, view, baseline_kind),
                             (run_id, stage, view, target, baseline_kind),
                             (run_id, stage, view, symbol, baseline_kind))
@@ -141,7 +71,7 @@ worst AS (
         ) AS place,
         tier || ' ' || item || ' (' || baseline_kind || ') at ' || target
             || coalesce('/' || symbol, '') AS detail
-    FROM drift
+    FROM drift_rows
     WHERE tier_rank >= 1
 ),
 run_times AS (
@@ -191,38 +121,3 @@ SELECT
     CAST(ms.value AS DOUBLE) AS value, CAST(ms.detail AS VARCHAR) AS detail
 FROM measures AS ms
 JOIN run_times AS rt ON rt.run_id = ms.run_id;
-
--- Where each run x stage x view lives in the tree: view_dir is the <VIEW> folder of the
--- run's REPRODUCIBILITY tree (the rollup files go there), with its cohort count.
-CREATE OR REPLACE VIEW view_dirs AS
-SELECT
-    run_id, stage, view,
-    count(*) AS cohorts,
-    min(source_file[1:strpos(source_file, '/REPRODUCIBILITY/' || stage || '/' || view || '/')
-        + length('/REPRODUCIBILITY/' || stage || '/' || view) - 1]) AS view_dir
-FROM cohort_runs
-GROUP BY run_id, stage, view;
-
--- The stage-level container: one row per run x stage x view with where that view's
--- rollup lives (view_dir), its cohort count, its drift rows per tier over every baseline
--- kind and its worst tier. It only counts within each view and never combines drift
--- statistics across views.
-CREATE OR REPLACE VIEW rollup_stage AS
-WITH tiers AS (
-    SELECT
-        run_id, stage, view,
-        count(*) FILTER (WHERE tier = 'OK') AS tier_ok,
-        count(*) FILTER (WHERE tier = 'WARN') AS tier_warn,
-        count(*) FILTER (WHERE tier = 'ALERT') AS tier_alert,
-        max(tier_rank) AS worst_rank
-    FROM drift
-    GROUP BY run_id, stage, view
-)
-SELECT
-    c.run_id, r.run_started_at, c.stage, c.view, c.view_dir, c.cohorts,
-    coalesce(t.tier_ok, 0) AS tier_ok, coalesce(t.tier_warn, 0) AS tier_warn,
-    coalesce(t.tier_alert, 0) AS tier_alert,
-    CASE t.worst_rank WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' WHEN 2 THEN 'ALERT' END AS worst_tier
-FROM view_dirs AS c
-JOIN runs AS r ON r.run_id = c.run_id
-LEFT JOIN tiers AS t ON t.run_id = c.run_id AND t.stage = c.stage AND t.view = c.view;

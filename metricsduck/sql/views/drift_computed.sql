@@ -1,10 +1,9 @@
--- V005: one long view of every compared item, for "show me everything that is ALERT".
--- Needs V003 and V004.
-
--- One row per cohort-run x baseline kind x item: item_kind 'metric' (from drift_scalar)
--- or 'distribution' (from drift_distribution), with the tier, status and main numbers of
--- each; columns that do not apply to an item kind are NULL.
-CREATE OR REPLACE VIEW drift AS
+-- The drift of every cohort-run, computed: one row per cohort-run x baseline kind x item,
+-- item_kind 'metric' (from drift_scalar) or 'distribution' (from drift_distribution),
+-- with the tier, status and main numbers of each; columns that do not apply to an item
+-- kind are NULL. Queries read `drift`, which serves these rows from the compacted cache
+-- where it holds them (metricsduck/compute.py).
+CREATE OR REPLACE VIEW drift_computed AS
 SELECT
     stage, view, target, symbol, baseline_key, run_id, run_started_at, cohort_id,
     baseline_kind, baseline_run_id, baseline_runs,

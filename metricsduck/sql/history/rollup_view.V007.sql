@@ -1,19 +1,15 @@
--- V011: rollup_view reads drift once. Needs V007.
--- V007's rollup_view referred to the drift view twice (the tier counts and the worst
--- items), so a query of it over drift not yet refreshed planned and computed every
--- comparison twice: 2009 plan operators and 1.5-2.6 s on a four-cohort tree. Here the
--- drift rows both read are one materialised CTE; the rows are V007's.
-
--- As V007 documents it: run x stage x view x level (view/target/symbol) x key x measure.
+-- rollup_view as released in V007__rollups.sql, superseded since; kept as a test oracle, never loaded.
+-- The view-level rollup in long form: one row per run x stage x view x level x key x
+-- measure. level 'view' covers every cohort of the view, 'target' one target (across its
+-- symbols), 'symbol' one symbol (across its targets; symbol-level views only); every
+-- level comes from one GROUPING SETS query. Measures: cohorts, targets, symbols; per
+-- numeric or bool metric count, mean, std (sample), min, p10, median, p90, max across
+-- cohorts; per baseline kind the drift rows in each tier (tier_OK, tier_WARN,
+-- tier_ALERT) and alert_share (ALERT / rows with a tier); at the view level
+-- worst_item (value = its place, 1 = worst; metric = item; detail says where and how
+-- bad) and population_psi / population_ks_d per metric and group (detail = its tier).
 CREATE OR REPLACE VIEW rollup_view AS
-WITH drift_rows AS MATERIALIZED (
-    -- the drift rows both leveled_tiers and worst read, computed once
-    SELECT
-        run_id, stage, view, target, symbol, baseline_key, baseline_kind, item_kind, item,
-        tier, tier_rank, psi, rel_delta
-    FROM drift
-),
-leveled_cohorts AS (
+WITH leveled_cohorts AS (
     SELECT
         run_id, stage, view, target, symbol,
         CASE WHEN grouping(target) = 0 THEN 'target' WHEN grouping(symbol) = 0 THEN 'symbol'
@@ -52,7 +48,7 @@ leveled_tiers AS (
         count(*) FILTER (WHERE tier = 'WARN') AS tier_warn,
         count(*) FILTER (WHERE tier = 'ALERT') AS tier_alert,
         count(tier) AS tiered
-    FROM drift_rows
+    FROM drift
     GROUP BY GROUPING SETS ((run_id, stage, view, baseline_kind),
                             (run_id, stage, view, target, baseline_kind),
                             (run_id, stage, view, symbol, baseline_kind))
@@ -67,7 +63,7 @@ worst AS (
         ) AS place,
         tier || ' ' || item || ' (' || baseline_kind || ') at ' || target
             || coalesce('/' || symbol, '') AS detail
-    FROM drift_rows
+    FROM drift
     WHERE tier_rank >= 1
 ),
 run_times AS (

@@ -1,0 +1,164 @@
+"""sql/ files → DuckDB: the settings, the source tables and every definition, in order.
+
+`build` makes the catalog on a connection (the in-memory store of `connect`);
+`init_catalog` persists one as `ROOT/.metricsduck/catalog.duckdb` for the DuckDB CLI and
+other tools. The persisted catalog records the fingerprint of each definition it holds;
+it is derived, so one that no longer matches the SQL is rebuilt by `init`, never trusted
+or refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import Config
+from ..errors import SqlFileError, StorageError
+from ..layout import CACHE_DIR, CATALOG_FILE
+from .definitions import (
+    INPUTS, Catalog, Definition, discover, ledger_changes, packaged_sql_dir, read_ledger, update_ledger,
+)
+from .settings import fill_settings, settings_values
+from .sources import bind_sources, write_placeholders
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..cache import Snapshot
+
+__all__ = [
+    "INPUTS", "Catalog", "Definition", "apply", "bind_sources", "build", "cache_key", "catalog_path",
+    "catalog_states", "discover", "fill_settings", "init_catalog", "ledger_changes", "packaged_sql_dir",
+    "persisted_fingerprints", "read_ledger", "update_ledger", "write_placeholders",
+]
+
+CATALOG_TABLE = "metricsduck_catalog"
+
+
+def cache_key(catalog: Catalog, name: str, config: Config) -> str:
+    """What a result of `name` depends on besides its input rows: its fingerprint and the
+    values of every setting it and its dependencies read. A cached result stays valid
+    exactly as long as this does."""
+    keys = catalog.reads(name)
+    text = json.dumps([catalog[name].fingerprint, settings_values(config, keys)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _statement_line(text: str, start: int) -> int:
+    return text.count("\n", 0, start) + 1
+
+
+def apply(con: duckdb.DuckDBPyConnection, definition: Definition) -> None:
+    """Create one definition on `con`, a failure reported with its file and line; its
+    documentation becomes the object's comment."""
+    import duckdb
+
+    from ..cache import sql_string
+
+    start = definition.text.find(definition.statement)
+    try:
+        con.execute(definition.statement)
+    except duckdb.Error as exc:
+        message = str(exc).strip()
+        inner = re.search(r"LINE (\d+):", message)
+        line = _statement_line(definition.text, start) + (int(inner[1]) - 1 if inner else 0)
+        raise SqlFileError(definition.path, line, message.splitlines()[0]) from None
+    if definition.doc:
+        kind = "MACRO TABLE" if definition.table_macro else definition.kind
+        con.execute(f"COMMENT ON {kind} {definition.name} IS {sql_string(definition.doc)}")
+
+
+def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir: Path | None = None,
+          catalog: Catalog | None = None, snapshot: bool = False, use_cache: bool = True,
+          cached_only: bool = False) -> Snapshot | None:
+    """Fill the settings, bind the sources and apply every definition on `con`.
+
+    Returns the snapshot the sources were read from (`snapshot`), else None.
+    """
+    from ..compute import bind_drift
+
+    catalog = catalog or discover(sql_dir)
+    con.execute("SET TimeZone = 'UTC'")
+    fill_settings(con, config, root)
+    taken = bind_sources(con, root, config, snapshot=snapshot, use_cache=use_cache, cached_only=cached_only)
+    try:
+        for definition in catalog:
+            apply(con, definition)
+        if taken is not None:
+            bind_drift(con, taken, catalog, config)
+    except BaseException:
+        if taken is not None:
+            taken.close()
+        raise
+    return taken
+
+
+def catalog_path(root: Path) -> Path:
+    return Path(root) / CACHE_DIR / CATALOG_FILE
+
+
+def persisted_fingerprints(root: Path) -> dict[str, str] | None:
+    """`{name: fingerprint}` the persisted catalog was built from (opened read-only), or
+    None when there is none; {} when it is one without fingerprints (an older release)."""
+    import duckdb
+
+    path = catalog_path(root)
+    if not path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise StorageError(f"{path}: cannot open the catalog ({str(exc).splitlines()[0]}); delete it and "
+                           "run `metricsduck init` to rebuild it") from None
+    try:
+        return dict(con.execute(f"SELECT name, fingerprint FROM {CATALOG_TABLE}").fetchall())
+    except duckdb.CatalogException:
+        return {}
+    finally:
+        con.close()
+
+
+def catalog_states(catalog: Catalog, persisted: dict[str, str] | None) -> list[tuple[Definition, str]]:
+    """Each definition with its state in the persisted catalog: `current` (same
+    fingerprint), `out of date` (`metricsduck init` rebuilds it) or `not persisted`."""
+    if persisted is None:
+        return [(d, "not persisted") for d in catalog]
+    return [(d, "current" if persisted.get(d.name) == d.fingerprint else "out of date") for d in catalog]
+
+
+def init_catalog(root: Path, config: Config, *, sql_dir: Path | None = None
+                 ) -> tuple[Path, list[tuple[Definition, str]]]:
+    """Persist the catalog as `ROOT/.metricsduck/catalog.duckdb`, replacing it atomically.
+
+    Its views read the live sidecar globs, so it sees files written later. Returns the
+    path and each definition's state before this call.
+    """
+    import duckdb
+
+    path = catalog_path(root)
+    catalog = discover(sql_dir)
+    states = catalog_states(catalog, persisted_fingerprints(root))
+    write_placeholders(root, config)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            build(con, root, config, catalog=catalog)
+            con.execute(f"CREATE OR REPLACE TABLE {CATALOG_TABLE} (name VARCHAR PRIMARY KEY, kind VARCHAR, "
+                        "fingerprint VARCHAR, file VARCHAR)")
+            con.executemany(f"INSERT INTO {CATALOG_TABLE} VALUES (?, ?, ?, ?)",
+                            [(d.name, d.kind, d.fingerprint, d.label) for d in catalog])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path, states

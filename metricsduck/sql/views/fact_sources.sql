@@ -1,0 +1,3 @@
+-- One row per cohort-run of the metric sidecars: the sidecar whose rows count.
+CREATE OR REPLACE VIEW fact_sources AS
+SELECT * FROM newest_sidecars('facts_raw');

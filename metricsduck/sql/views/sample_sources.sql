@@ -1,0 +1,3 @@
+-- One row per cohort-run of the sample sidecars: the sidecar whose rows count.
+CREATE OR REPLACE VIEW sample_sources AS
+SELECT * FROM newest_sidecars('samples_raw');
