@@ -3,7 +3,7 @@
 Every peer returns the same rows as metricsduck's `drift` view filtered to
 `baseline_kind = 'previous_run'`, as `{(baseline_key, run_id, item_kind, item): Row}`:
 scalar metrics (incl. `<distribution>.missing_rate`) with status, tier, delta and
-rel_delta; distributions with n, m, PSI, KS D, KS p and tier (DESIGN §5, default config);
+rel_delta; distributions with n, m, PSI, KS D, KS p and tier (docs/design.md §5, default config);
 NO_BASELINE rows for each key's first run.
 
 - peer A: the per-cohort approach pipelines use today: walk the tree, `json.load` each
@@ -66,7 +66,7 @@ def load_settings(path: str | Path | None = None) -> dict:
 
 
 class Tiers:
-    """Per-metric thresholds and the distribution tiers of DESIGN §5."""
+    """Per-metric thresholds and the distribution tiers of docs/design.md §5."""
 
     def __init__(self, drift: dict) -> None:
         self.d = drift
@@ -119,7 +119,7 @@ def ks_d(cur: np.ndarray, base: np.ndarray) -> float:
 
     # scipy's default method: for these sizes it reports D as the exact fraction h/lcm(n, m)
     # (method="asymp" leaves D as a float difference of CDFs, off in the last bits, and is
-    # slower here); the p-value used is DESIGN §5's own asymptotic formula (ks_p)
+    # slower here); the p-value used is the asymptotic formula of docs/design.md §5.3 (ks_p)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
         return float(ks_2samp(cur, base).statistic)

@@ -333,7 +333,7 @@ class _Checker:
 
 
 def _folder_mismatches(path: Path, identity: dict[str, Any]) -> list[str]:
-    """How the folders above a sidecar disagree with its identity columns (DESIGN §2)."""
+    """How the folders above a sidecar disagree with its identity columns (docs/design.md §2)."""
     expected = [("cohort", f"cohort={identity['cohort_id']}")]
     if identity["symbol"] is not None:
         expected.append(("symbol", f"symbol={identity['symbol']}"))

@@ -60,9 +60,8 @@ def parquet_bytes(table: Any, compression: str = "none") -> bytes:
     """Serialise an Arrow table to Parquet bytes; the same table always gives the same bytes.
 
     Uncompressed (dictionary-encoded) by default: the files metricsduck writes per cohort
-    hold tens of rows, where zstd frames add more bytes than they save (a drift file
-    13.5 KB with zstd, 13.0 KB without) and double the time to write (1.7 ms against 0.8).
-    Pass `compression="zstd"` for large tables.
+    hold tens of rows, where zstd frames add more bytes than they save and slow every
+    write (the measurements are in CHANGELOG.md). Pass `compression="zstd"` for large tables.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -1,7 +1,7 @@
 """The results tree: safe names, baseline keys, cohort ids and where each file lives.
 
 Identity is always stored in columns; paths only tell writers where to put files
-(DESIGN §2). Every name that becomes part of a path passes `check_name` first.
+(docs/design.md §2). Every name that becomes part of a path passes `check_name` first.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def check_name(key: str, value: Any) -> str:
 
 
 def baseline_key(stage: str, view: str, target: str, symbol: str | None) -> str:
-    """`STAGE:VIEW:target` or `STAGE:VIEW:target:SYMBOL` (DESIGN §3)."""
+    """`STAGE:VIEW:target` or `STAGE:VIEW:target:SYMBOL` (docs/design.md §3.1)."""
     parts = [stage, view, target] + ([symbol] if symbol is not None else [])
     return ":".join(parts)
 

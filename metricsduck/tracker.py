@@ -37,7 +37,7 @@ def _json_safe(value: Any) -> Any:
 
 
 class ReproducibilityTracker:
-    """Writes one run's cohorts under `output_dir/REPRODUCIBILITY/` (DESIGN §2).
+    """Writes one run's cohorts under `output_dir/REPRODUCIBILITY/` (docs/design.md §2).
 
     One tracker is one pipeline run: every cohort it saves shares its `run_id` and
     `run_started_at`.

@@ -1,4 +1,4 @@
-"""Sidecars: metric facts and distribution samples in the schemas of DESIGN §3.
+"""Sidecars: metric facts and distribution samples in the schemas of docs/design.md §3.
 
 `write_cohort_metrics` validates everything before it writes anything, so bad input
 never leaves a half-written cohort; each file is written atomically and
@@ -107,7 +107,7 @@ def _is_bool(value: Any) -> bool:
 
 
 def encode_metric(key: str, value: Any) -> tuple[str, float | None, str | None]:
-    """`(kind, value, value_text)` of one metric value as DESIGN §3 stores it.
+    """`(kind, value, value_text)` of one metric value as docs/design.md §3.1 stores it.
 
     Bools are 1/0; non-finite numbers keep `nan`/`inf`/`-inf` in value_text; None is a
     number without a value; lists and dicts are rejected (they belong in samples).
