@@ -1,4 +1,4 @@
-"""Independent numpy/scipy implementations of DESIGN §5's distribution statistics.
+"""Independent numpy/scipy implementations of docs/design.md §5's distribution statistics.
 
 Shared by the drift and rollup tests; nothing here calls metricsduck.
 """
@@ -13,7 +13,7 @@ import scipy.stats
 
 
 def psi_oracle(cur: np.ndarray, base: np.ndarray, bins: int, eps: float) -> dict:
-    """Edges, per-bin counts/shares/contributions and PSI as DESIGN §5 defines them."""
+    """Edges, per-bin counts/shares/contributions and PSI as docs/design.md §5.2 defines them."""
     edges = np.unique(np.quantile(base, np.arange(1, bins) / bins))
     nbins = edges.size + 1
     # Right-closed bins (-inf, e1], (e1, e2], ..., (e_last, inf): a value equal to an edge
@@ -36,7 +36,7 @@ def ks_statistic(cur, base) -> float:
 
     For some sizes scipy's exact p-value fails and it warns that it switches to the
     asymptotic one; only its p-value is affected (the statistic is still h/lcm(n, m)),
-    and the p-value DESIGN §5 asks for is a different formula anyway.
+    and the p-value of docs/design.md §5.3 is a different formula anyway.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
@@ -44,7 +44,7 @@ def ks_statistic(cur, base) -> float:
 
 
 def ks_p_oracle(d: float, n: int, m: int) -> float:
-    """Asymptotic Kolmogorov p-value with effective n_e = n*m/(n+m) (DESIGN §5)."""
+    """Asymptotic Kolmogorov p-value with effective n_e = n*m/(n+m) (docs/design.md §5.3)."""
     ne = n * m / (n + m)
     lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
     if lam < 0.2:

@@ -1,4 +1,4 @@
-"""Baselines (DESIGN §4): which earlier cohort-runs every drift row is measured against.
+"""Baselines (docs/design.md §4): which earlier cohort-runs every drift row is measured against.
 
 previous_run, rolling (exactly the k prior runs) and last_good_run (marks, then the
 `good` column, then audit_valid when configured); runs ordered by (run_started_at,
@@ -89,7 +89,7 @@ def expected_pairs(effective_good: list, k: int = 3, kinds=KINDS) -> set:
 
 
 def fingerprint_diff(i: int, j: int) -> set:
-    """Fields set on both sides that differ (DESIGN §5 sanity)."""
+    """Fields set on both sides that differ (docs/design.md §5.5 sanity)."""
     cur = dict(zip(FIELDS, (RUNS[i][4], RUNS[i][5], "d0", RUNS[i][6])))
     base = dict(zip(FIELDS, (RUNS[j][4], RUNS[j][5], "d0", RUNS[j][6])))
     return {f for f in FIELDS if cur[f] is not None and base[f] is not None and cur[f] != base[f]}

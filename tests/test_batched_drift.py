@@ -1,5 +1,5 @@
 """Drift the cache does not hold is computed a batch of runs at a time (`Store.compute_drift`),
-and DuckDB works within the memory and spill limits metricsduck sets (issue 6).
+and DuckDB works within the memory and spill limits metricsduck sets (docs/design.md §12, docs/architecture.md §5).
 
 The reference for every drift row is `connect(root, use_cache=False)`, whose `drift` is the
 plain V005 view over every sidecar, computed in one query.

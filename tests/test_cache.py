@@ -1,4 +1,4 @@
-"""The compacted cache (ROOT/.metricsduck/cache/, issue 6 item 1), tested through its behaviour.
+"""The compacted cache (ROOT/.metricsduck/cache/, docs/design.md §8.4), tested through its behaviour.
 
 The cache is derived: whatever it holds, `connect(root)` must give exactly the rows of
 `connect(root, use_cache=False)` (which reads every sidecar): the raw tables, the bad files
@@ -585,7 +585,7 @@ def test_queries_and_lock_down_write_nothing(refreshed) -> None:
 
 
 def test_a_missing_or_empty_root_is_an_empty_tree_not_a_bad_file(tmp_path: Path) -> None:
-    """DESIGN §9: connect(root) accepts an empty or missing folder: empty tables, no bad file."""
+    """docs/design.md §10.1: connect(root) accepts an empty or missing folder: empty tables, no bad file."""
     for root in (tmp_path / "missing", tmp_path / "empty"):
         if root.name == "empty":
             root.mkdir()

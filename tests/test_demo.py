@@ -78,7 +78,7 @@ def run_id(index: int) -> str:
 
 
 def psi(current: np.ndarray, baseline: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
-    """DESIGN §5 PSI: baseline quantile edges, right-closed bins, floored shares."""
+    """docs/design.md §5.2 PSI: baseline quantile edges, right-closed bins, floored shares."""
     edges = np.unique(np.quantile(baseline, np.arange(1, bins) / bins))
 
     def shares(values: np.ndarray) -> np.ndarray:
@@ -283,7 +283,7 @@ def test_trend_target_declines_steadily_and_each_step_stays_below_warn(tree, val
     assert np.all(steps < 0)  # strictly decreasing
     assert np.all(np.abs(steps) < 0.05) and np.all(np.abs(steps) > 0.005)
     assert series[-1] / series[0] == pytest.approx(0.985 ** (RUNS - 1), rel=0.02)
-    # DESIGN §6 would call it decreasing: a good linear fit moving over 5% of the mean.
+    # docs/design.md §6 would call it decreasing: a good linear fit moving over 5% of the mean.
     slope, intercept = np.polyfit(np.arange(RUNS), series, 1)
     fitted = slope * np.arange(RUNS) + intercept
     r2 = 1 - np.sum((series - fitted) ** 2) / np.sum((series - series.mean()) ** 2)

@@ -1,4 +1,4 @@
-"""Distribution drift (DESIGN §5) proven against oracles written here with numpy and scipy.
+"""Distribution drift (docs/design.md §5.2-§5.4) proven against oracles written here with numpy and scipy.
 
 Every number of `psi_bins` and `drift_distribution` (edges, counts, shares, contributions,
 PSI, psi_critical, KS D and p, tiers, n, m, status) is recomputed in this file from the
@@ -33,7 +33,7 @@ T0 = datetime(2025, 1, 6, 8, 0, tzinfo=timezone.utc)
 STAGE, VIEW = "TRAINING", "CROSS_SECTIONAL"
 KINDS = ("previous_run", "rolling", "last_good_run")
 
-# DESIGN §5 defaults (the packaged config must agree; a custom YAML overrides them below).
+# docs/design.md §5 defaults (the packaged config must agree; a custom YAML overrides them below).
 DEFAULTS = {
     "psi_bins": 10, "psi_epsilon": 1e-4, "psi_warn": 0.1, "psi_threshold": 0.2,
     "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.05, "rolling_window_k": 10,
@@ -58,7 +58,7 @@ safety:
 """
 
 
-# --- the oracles (DESIGN §5, written independently of the SQL) -----------------------------
+# --- the oracles (docs/design.md §5, written independently of the SQL) ---------------------
 
 def expected_rows(tree: dict, cfg: dict) -> dict:
     """(baseline_key, run_id, kind, distribution) -> what drift_distribution must say.
@@ -370,7 +370,7 @@ def check_bins(snap: Snapshot) -> None:
 # --- the oracles themselves -----------------------------------------------------------------------
 
 def test_the_p_value_oracle_is_the_kolmogorov_distribution():
-    # Q(lambda) as DESIGN writes it is the Kolmogorov survival function; scipy has it.
+    # Q(lambda) as docs/design.md §5.3 writes it is the Kolmogorov survival function; scipy has it.
     for lam in np.linspace(0.2, 3.0, 57):
         j = np.arange(1, 101)
         q = 2 * np.sum((-1.0) ** (j - 1) * np.exp(-2 * j**2 * lam**2))
@@ -384,7 +384,7 @@ def test_the_p_value_oracle_is_the_kolmogorov_distribution():
 
 
 def test_wilson_hilferty_is_within_one_percent_of_the_exact_chi2_quantile():
-    # DESIGN §5 asks for the approximation; it is good to 1% from 3 degrees of freedom on
+    # docs/design.md §5.2 uses the approximation; it is good to 1% from 3 degrees of freedom on
     # (at 1 and 2 it is 2.5% and 0.9% low, which psi_critical inherits for 2-3 bins).
     for df in range(3, 200):
         assert chi2_95_wilson_hilferty(df) == pytest.approx(scipy.stats.chi2.ppf(0.95, df), rel=0.01)
@@ -407,7 +407,7 @@ def test_every_psi_bin_matches_numpy(default_tree):
 
 
 def test_the_trees_cover_sizes_ties_edges_and_empty_bins(default_tree):
-    """Guard the oracle tests against vacuity: the cases the issue lists are really there."""
+    """Guard the oracle tests against vacuity: the cases this file means to cover are really there."""
     compared = [v for v in default_tree.expected.values() if v["status"] == "COMPARED"]
     assert min(v["n"] for v in compared) == 1 and min(v["m"] for v in compared) == 1
     assert max(v["n"] for v in compared) > 2000 and max(v["m"] for v in compared) > 4000
@@ -432,7 +432,7 @@ def test_subsampled_distributions_are_compared_on_the_stored_values(default_tree
     assert abs(rows[1]["ks_d"] - ks_statistic(runs[2]["samples"]["x"], pooled)) <= 1e-12
 
 
-# --- pinned known values (issue 3) ----------------------------------------------------------------
+# --- pinned known values (docs/design.md §5.2, §5.3) ------------------------------------------------
 
 def test_psi_of_uniform_deciles_against_shifted_shares_is_a_tenth_of_ln3(default_tree):
     row = default_tree.row("pin_psi_ln3")
@@ -524,7 +524,7 @@ def test_a_side_without_finite_values_gives_a_no_data_row(default_tree):
     for (key, *_), row in default_tree.dist.items():
         if key.endswith(":nodata") and row["status"] != "COMPARED":
             assert row["psi"] is None and row["ks_d"] is None and row["ks_p"] is None and row["tier"] is None
-    # The missing share drifts as its own scalar (DESIGN §5): both of x's values were
+    # The missing share drifts as its own scalar (docs/design.md §5.1): both of x's values were
     # non-finite in run01.
     rates = fetch(default_tree.store,
                   "SELECT run_id, current_value FROM drift_scalar WHERE baseline_key = ? "

@@ -1,8 +1,8 @@
-"""Scalar drift (DESIGN §5): every row of `drift_scalar` against a plain-Python oracle.
+"""Scalar drift (docs/design.md §5.1): every row of `drift_scalar` against a plain-Python oracle.
 
 The oracle below reads only what this file wrote (the metric values per run) and the
-thresholds of DESIGN §5 / the YAML config written here; it never calls metricsduck to
-compute an expectation. Named tests then pin the cases the issue lists (negative
+thresholds of docs/design.md §5.1 / the YAML config written here; it never calls metricsduck to
+compute an expectation. Named tests then pin the cases of docs/design.md §5.1 (negative
 baselines, zero baselines, z, tier boundaries, bools, text, MISSING/NEW, NON_FINITE,
 KIND_CHANGED, NO_BASELINE) so a failure reads like the spec.
 """
@@ -24,7 +24,7 @@ STAGE, VIEW = "FEATURE_SELECTION", "CROSS_SECTIONAL"
 KINDS = ("previous_run", "rolling", "last_good_run")
 K = 3  # baselines.rolling_window_k in the config below
 
-# Thresholds of DESIGN §5 (defaults), the packaged critical-metric list, and this file's overrides.
+# Thresholds of docs/design.md §5.1 (defaults), the packaged critical-metric list, and this file's overrides.
 RELATIVE, ABSOLUTE = (0.05, 0.20), (0.01, 0.10)
 CRITICAL_RELATIVE, CRITICAL_ABSOLUTE = (0.01, 0.03), (0.001, 0.01)
 CRITICAL = {"label_window", "horizon", "lookahead_guard_state", "cv_scheme_id", "fold_count", "purge_gap",
@@ -94,7 +94,7 @@ TREE = {
 # --- the oracle ----------------------------------------------------------------------------------
 
 def encode(value):
-    """(kind, value, text) as DESIGN §3 stores a metric: bools 1/0, non-finite as text."""
+    """(kind, value, text) as docs/design.md §3.1 stores a metric: bools 1/0, non-finite as text."""
     if isinstance(value, bool):
         return "bool", 1.0 if value else 0.0, None
     if value is None:

@@ -1,4 +1,4 @@
-"""Hostile names, bad configs and bad values (issue 5, items 6-8).
+"""Hostile names, bad configs and bad values (docs/reliability.md, faults 6-8).
 
 Names that could escape the tree are rejected before anything is written; names that are
 merely odd (quotes, SQL fragments, Unicode) are stored and read back exactly; query

@@ -1,4 +1,4 @@
-"""The notebook API of issue 7: `store.psi_bins(...)` and `store.ecdf(...)`.
+"""The notebook API (docs/design.md §10.1): `store.psi_bins(...)` and `store.ecdf(...)`.
 
 Numbers are checked against numpy/scipy oracles fed with the sample values read here,
 with pyarrow, straight from the demo tree's `telemetry_samples.parquet` files (never
@@ -29,7 +29,7 @@ SS, CS = "SYMBOL_SPECIFIC", "CROSS_SECTIONAL"
 SHIFT = {"view": SS, "target": SHIFT_TARGET, "symbol": SHIFT_SYMBOL}
 FILTERS = ("stage", "view", "target", "symbol", "baseline_key", "run", "distribution")
 HOSTILE = "x' OR 1=1 --"
-PSI_BINS, PSI_EPSILON, ROLLING_K = 10, 1e-4, 10  # the packaged config (DESIGN §5, §4)
+PSI_BINS, PSI_EPSILON, ROLLING_K = 10, 1e-4, 10  # the packaged config (docs/design.md §5.2, §4)
 
 
 @pytest.fixture(scope="module")

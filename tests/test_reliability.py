@@ -1,4 +1,4 @@
-"""Concurrent writers, crashes and unwritable outputs (issue 5, items 4, 5 and 9).
+"""Concurrent writers, crashes and unwritable outputs (docs/reliability.md, faults 4, 5 and 9).
 
 Everything here uses real processes and real files: writers and refreshes run as
 subprocesses, crashes are SIGKILLs, and a full disk is an `os.replace` that raises ENOSPC

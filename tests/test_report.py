@@ -1,4 +1,4 @@
-"""The HTML drift report (issue 7, deliverable 3).
+"""The HTML drift report (`metricsduck report`, docs/design.md §10.2).
 
 The page is parsed here with the standard library's HTMLParser and every number it shows
 is checked against plain SQL over the views (`drift`, `rollup_stage`, `psi_bins`,

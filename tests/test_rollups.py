@@ -1,4 +1,4 @@
-"""Rollups (DESIGN §7, issue 4) proven against oracles written here, and the files of refresh.
+"""Rollups (docs/design.md §7) proven against oracles written here, and the files of refresh.
 
 Every expected number (counts, mean, sample std, quantiles, min/max, tier counts, ALERT
 shares, worst items, population PSI/KS) is recomputed in this file with plain Python,
@@ -54,13 +54,13 @@ TIERS = ("OK", "WARN", "ALERT")
 PREFIX = "telemetry"
 # trend.min_runs 3 (default 5) so that the third run has trends and the first two none
 CONFIG_YAML = "safety:\n  telemetry:\n    trend:\n      min_runs: 3\n"
-# DESIGN §5 defaults, used by population drift too
+# docs/design.md §5 defaults, used by population drift too
 DRIFT = {"psi_bins": 10, "psi_epsilon": 1e-4, "psi_warn": 0.1, "psi_threshold": 0.2,
          "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.05}
 
 
 # --- the oracles -----------------------------------------------------------------------------
-# PSI / KS from tests/oracles.py (DESIGN §5, independent of the SQL); tiers with the defaults.
+# PSI / KS from tests/oracles.py (docs/design.md §5.2-§5.4, independent of the SQL); tiers with the defaults.
 
 def tier_psi(psi: float) -> str:
     return oracles.tier_psi(psi, DRIFT)

@@ -1,4 +1,4 @@
-"""Trends (DESIGN §6): the `trends` view against numpy oracles, the demo's decline, the CLI.
+"""Trends (docs/design.md §6): the `trends` view against numpy oracles, the demo's decline, the CLI.
 
 Every expected number is recomputed here, with numpy or plain Python, from the values the
 tests themselves wrote; metricsduck is never asked to compute what it is checked against.
@@ -190,7 +190,7 @@ def expected_trends(spec: dict, starts: list[datetime], window: int, min_runs: i
 
 
 def expected_direction(o: dict, min_r2: float, min_rel: float) -> str | None:
-    """DESIGN §6's rule on the oracle's numbers; None when too close to a threshold to call."""
+    """docs/design.md §6's rule on the oracle's numbers; None when too close to a threshold to call."""
     if o["constant"]:
         return "flat"
     change, needed = abs(o["slope"]) * (o["n_runs"] - 1), min_rel * abs(o["mean"])

@@ -1,4 +1,4 @@
-"""write_cohort_metrics: the sidecar schemas of DESIGN §3, mirrors, determinism, atomicity."""
+"""write_cohort_metrics: the sidecar schemas of docs/design.md §3, mirrors, determinism, atomicity."""
 
 from __future__ import annotations
 
@@ -669,7 +669,7 @@ PROPERTY_IDENTITY = {
 
 
 def decoded(row: dict):
-    """The Python value a stored row stands for (the test's own reading of DESIGN §3)."""
+    """The Python value a stored row stands for (the test's own reading of docs/design.md §3.1)."""
     if row["kind"] == "bool":
         return {1.0: True, 0.0: False}[row["value"]]
     if row["kind"] == "text":
