@@ -78,7 +78,7 @@ def cohort_run(seed: int, index: int, cohort: tuple[str, str, str | None], run: 
     """`(metrics, samples, metadata, audit_report)` of one cohort in one run (1-based)."""
     import numpy as np
 
-    view, target, symbol = cohort
+    symbol = cohort[2]
     base = _rng(seed, "cohort", index)
     mean_score = float(base.uniform(0.52, 0.72))
     values = {

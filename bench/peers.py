@@ -26,7 +26,7 @@ import warnings
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -231,7 +231,7 @@ def peer_a(root: str | Path, settings: dict | None = None) -> dict[tuple, Row]:
     rows: dict[tuple, Row] = {}
     for key, runs in by_key.items():
         prev = None
-        for started, run_id, _, folder, metrics in sorted(runs.values(), key=lambda e: (e[0], e[1])):
+        for _started, run_id, _, folder, metrics in sorted(runs.values(), key=lambda e: (e[0], e[1])):
             spath = os.path.join(folder, SAMPLES_PARQUET)
             samples = _read_samples(spath) if os.path.exists(spath) else {}
             scalars = {**metrics, **_missing_rates(samples)}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import generate  # noqa: E402
+import generate
 
 RUNS = "refresh: drift of the runs + their files"
 REST = "drift (the rest)"

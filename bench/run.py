@@ -74,8 +74,8 @@ def run_step(step: str, root: str, dump: str | None, modulus: int) -> dict:
     import resource
 
     import numpy  # noqa: F401  imports are not timed, for every step alike
-    import pyarrow  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
+    import pyarrow
+    import pyarrow.parquet
 
     result: dict = {}
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -243,7 +243,7 @@ def compare_dumps(reference: dict, other: dict, name: str) -> list[str]:
 def clean_outputs(root: Path) -> None:
     """Remove what refresh wrote and metricsduck's own folder (reusing a tree)."""
     shutil.rmtree(root / ".metricsduck", ignore_errors=True)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             if name.startswith(("telemetry_drift.", "telemetry_trend.", "telemetry_rollup.")):
                 os.unlink(os.path.join(dirpath, name))
@@ -378,7 +378,8 @@ def bench_scale(runs: int, cohorts: int, args, log) -> dict:
             with open(path, "rb") as handle:
                 loaded[name] = pickle.load(handle)
             os.unlink(path)
-        problems = compare_dumps(loaded["md"], loaded["a"], "peer A") + compare_dumps(loaded["md"], loaded["b"], "peer B")
+        problems = (compare_dumps(loaded["md"], loaded["a"], "peer A")
+                    + compare_dumps(loaded["md"], loaded["b"], "peer B"))
         tiers: dict[str, int] = {}
         for key, row in loaded["md"].items():
             label = f"{key[2]}:{row[0]}:{row[1]}"
@@ -440,8 +441,8 @@ LABELS = {
     "peer_b": "peer B (pyarrow.dataset + pandas + scipy)",
     "floor": "floor (stat walk + read sidecar bytes)",
 }
-ORDER = ["md_cold", "md_cold_read", "md_warm", "md_warm_cached", "md_refresh_newest", "md_refresh_added", "md_refresh_all", "peer_a",
-         "peer_b", "floor"]
+ORDER = ["md_cold", "md_cold_read", "md_warm", "md_warm_cached", "md_refresh_newest", "md_refresh_added",
+         "md_refresh_all", "peer_a", "peer_b", "floor"]
 
 
 def fmt_step(s: dict | None) -> str:

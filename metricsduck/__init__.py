@@ -3,8 +3,13 @@
 from .check import Problem, check
 from .config import Config, load_config
 from .errors import (
-    ChecksumMismatchError, ConfigError, InputError, MetricsDuckError, SidecarError,
-    SqlFileError, StorageError,
+    ChecksumMismatchError,
+    ConfigError,
+    InputError,
+    MetricsDuckError,
+    SidecarError,
+    SqlFileError,
+    StorageError,
 )
 from .store import Store, connect, init
 from .tracker import ReproducibilityTracker
@@ -13,7 +18,7 @@ from .writer import write_cohort_metrics
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChecksumMismatchError", "Config", "Problem", "check", "ConfigError", "InputError", "MetricsDuckError",
+    "ChecksumMismatchError", "Config", "ConfigError", "InputError", "MetricsDuckError", "Problem",
     "ReproducibilityTracker", "SidecarError", "SqlFileError", "StorageError", "Store",
-    "connect", "init", "load_config", "write_cohort_metrics", "__version__",
+    "__version__", "check", "connect", "init", "load_config", "write_cohort_metrics",
 ]

@@ -9,10 +9,11 @@ every WARN tier. The same `(runs, seed)` always gives byte-identical files.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import Config, load_config
 from .errors import InputError

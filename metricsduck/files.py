@@ -7,6 +7,7 @@ target, so a reader sees the old file or the new one and never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -43,10 +44,8 @@ def write_atomic(path: Path, data: bytes) -> bool:
         raise StorageError(f"{path}: cannot write ({exc.strerror}); the old file is unchanged") from None
     finally:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
     return True
 
 

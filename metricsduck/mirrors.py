@@ -6,8 +6,9 @@ serialises them canonically. No wall-clock time goes in: same rows, same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
 DRIFT_SCHEMA_ID = "metricsduck/drift/v1"

@@ -7,10 +7,11 @@ import io
 import json
 import math
 import sys
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 FORMATS = ("table", "json", "csv")
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .cache import arrow_table
 from .errors import InputError
@@ -77,7 +78,7 @@ class Node:
     worst_rank: int | None
     counts: dict[str, int]
     rows: int
-    children: dict[Any, "Node"] = field(default_factory=dict)
+    children: dict[Any, Node] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
 
 

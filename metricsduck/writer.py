@@ -10,15 +10,16 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, parquet_bytes, write_atomic
-from .mirrors import METRICS_SCHEMA_ID, metrics_mirror
 from .layout import baseline_key, check_name, check_symbol, cohort_id_from_dir, sidecar_name
+from .mirrors import METRICS_SCHEMA_ID, metrics_mirror
 
 SCHEMA_VERSION = 1
 SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
