@@ -487,8 +487,8 @@ def _items_table(items: list[dict[str, Any]]) -> str:
             -max(r["tier_rank"] for r in kv[1].values()), kv[0])):
         cells = []
         for kind in BASELINE_KINDS:
-            row = kinds.get(kind)
-            cells.append(f"<td>{_pill(row['tier'])} {_change(row)}</td>" if row else '<td class="zero">–</td>')
+            found = kinds.get(kind)
+            cells.append(f"<td>{_pill(found['tier'])} {_change(found)}</td>" if found else '<td class="zero">–</td>')
         out.append(f'<tr class="item-row"><td class="name">{esc(item)}</td><td>{esc(item_kind)}</td>'
                    f'{"".join(cells)}</tr>')
     out.append("</table>")
