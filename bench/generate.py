@@ -100,7 +100,7 @@ def cohort_run(seed: int, index: int, cohort: tuple[str, str, str | None], run: 
 
     rng = _rng(seed, "run", index, run)
     noise = rng.normal(0.0, 0.015, len(values))
-    values = {k: v * (1.0 + e) for (k, v), e in zip(values.items(), noise)}
+    values = {k: v * (1.0 + e) for (k, v), e in zip(values.items(), noise, strict=True)}
     if rng.random() < 0.02:  # a real jump in one score
         values["composite_score"] *= 1.0 - float(rng.uniform(0.1, 0.3))
     oof = oof_base + rng.normal(0.0, 0.01, N_OOF)

@@ -305,7 +305,7 @@ def peer_b(root: str | Path, settings: dict | None = None) -> dict[tuple, Row]:
     rows: dict[tuple, Row] = {}
     # first runs: NO_BASELINE
     first = scalars[scalars["prev_run"].isna()]
-    for key, run_id, metric in zip(first["baseline_key"], first["run_id"], first["metric"]):
+    for key, run_id, metric in zip(first["baseline_key"], first["run_id"], first["metric"], strict=True):
         rows[(key, run_id, "metric", metric)] = Row("NO_BASELINE", None, None)
     # pairs: current metrics outer-joined with the previous run's
     cur = scalars[scalars["prev_run"].notna()]
@@ -345,7 +345,7 @@ def peer_b(root: str | Path, settings: dict | None = None) -> dict[tuple, Row]:
          np.where(same_value & same_text, "OK", bad)], numeric_tier)
     for key, run_id, metric, s, tr, prun, dl, rl in zip(
             pairs["baseline_key"], pairs["run_id"], pairs["metric"], status, tier, pairs["prev_run"],
-            delta.tolist(), rel.tolist()):
+            delta.tolist(), rel.tolist(), strict=True):
         rows[(key, run_id, "metric", metric)] = Row(
             s, tr, prun, None if dl != dl else dl, None if rl != rl else rl)
 
@@ -355,16 +355,17 @@ def peer_b(root: str | Path, settings: dict | None = None) -> dict[tuple, Row]:
                                                            sort=False)["value"]}
     dists = per_dist.merge(runs[["baseline_key", "run_id", "prev_run"]], on=["baseline_key", "run_id"])
     for key, run_id, name, n, prun in zip(dists["baseline_key"], dists["run_id"], dists["distribution"],
-                                          dists["n"], dists["prev_run"]):
+                                          dists["n"], dists["prev_run"], strict=True):
         if not isinstance(prun, str):
             rows[(key, run_id, "distribution", name)] = Row("NO_BASELINE", None, None, n=int(n), m=0)
             continue
         rows[(key, run_id, "distribution", name)] = distribution_row(
             values.get((key, run_id, name)), values.get((key, prun, name)), prun, tiers)
     # a distribution only in the baseline run: NO_DATA (n = 0)
-    have = set(zip(dists["baseline_key"], dists["run_id"], dists["distribution"]))
+    have = set(zip(dists["baseline_key"], dists["run_id"], dists["distribution"], strict=True))
     following_runs = runs.dropna(subset=["prev_run"])
-    nxt = dict(zip(zip(following_runs["baseline_key"], following_runs["prev_run"]), following_runs["run_id"]))
+    nxt = dict(zip(zip(following_runs["baseline_key"], following_runs["prev_run"], strict=True),
+                   following_runs["run_id"], strict=True))
     for key, run_id, name in have:
         following = nxt.get((key, run_id))
         if following is not None and (key, following, name) not in have:

@@ -126,7 +126,7 @@ def run_step(step: str, root: str, dump: str | None, modulus: int) -> dict:
                         "delta", "rel_delta", "n", "m", "psi", "ks_d", "ks_p"]
                 data = table.select(cols).to_pydict()
                 rows = {}
-                for values in zip(*(data[c] for c in cols)):
+                for values in zip(*(data[c] for c in cols), strict=True):
                     rows[values[:4]] = peers.Row(*values[4:])
                 _dump_rows(rows, dump, modulus)
         else:

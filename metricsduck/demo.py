@@ -168,7 +168,7 @@ def _cohort_run(cohort: _Cohort, seed: int, run: int, runs: int) -> tuple[dict, 
     rng = _rng(seed, "run", run, cohort.key)
     limit = NOISE_CLIP * NOISE_SD
     noise = np.clip(rng.normal(0.0, NOISE_SD, len(FLOAT_METRICS)), -limit, limit)
-    values = {name: cohort.base[name] * (1.0 + e) for name, e in zip(FLOAT_METRICS, noise)}
+    values = {name: cohort.base[name] * (1.0 + e) for name, e in zip(FLOAT_METRICS, noise, strict=True)}
     fold_scores = cohort.fold_scores.copy()  # deterministic CV: identical every run
     oof = cohort.oof_base + rng.normal(0.0, JITTER * float(np.std(cohort.oof_base)), N_OOF)
     importance = cohort.importance_base * (1.0 + rng.normal(0.0, JITTER, cohort.n_features_post_prune))

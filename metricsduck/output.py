@@ -48,7 +48,7 @@ def _cell(value: Any) -> str:
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     """Rows as text in `fmt`. Zero rows still print a header / `[]`, never nothing."""
     if fmt == "json":
-        records = [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]
+        records = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
         return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
@@ -63,7 +63,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
                                   for r in rows if r[i] is not None) for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     out = [line(columns), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]

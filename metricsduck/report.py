@@ -177,7 +177,7 @@ def _drifted(drift: Any) -> list[dict[str, Any]]:
         "d", f"SELECT {', '.join(DRIFT_COLUMNS)} FROM d WHERE tier_rank >= 1 "
         f"ORDER BY tier_rank DESC, {SEVERITY} DESC NULLS LAST, baseline_key, item_kind, item, "
         f"{KIND_ORDER}")
-    return [dict(zip(DRIFT_COLUMNS, row)) for row in relation.fetchall()]
+    return [dict(zip(DRIFT_COLUMNS, row, strict=True)) for row in relation.fetchall()]
 
 
 def _psi_bins(store: Store, run_id: str, pairs: set[tuple[str, str, str]]) -> dict[tuple, list]:
@@ -245,7 +245,7 @@ def _trends(store: Store, run_id: str) -> tuple[list[dict[str, Any]], list[tuple
         "ORDER BY direction, abs(slope) * (n_runs - 1) / nullif(abs(mean), 0) DESC NULLS LAST, "
         "baseline_key, metric").fetchall()
     counts = trends.query("t", "SELECT direction, count(*) FROM t GROUP BY direction ORDER BY direction").fetchall()
-    return [dict(zip(TREND_COLUMNS, row)) for row in rows], counts
+    return [dict(zip(TREND_COLUMNS, row, strict=True)) for row in rows], counts
 
 
 # --------------------------------------------------------------------------- drawing
