@@ -6,7 +6,6 @@ Heavy libraries (duckdb, pyarrow, numpy) are imported inside commands so that
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -202,10 +201,9 @@ def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
     """
     import duckdb
 
+    from .compute import reads_drift
     from .errors import InputError
     from .output import emit_relation
-
-    from .compute import reads_drift
 
     if reads_drift(store, query):  # not the whole stale history in one query
         _compute_drift(store, None)
