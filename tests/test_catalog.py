@@ -1,8 +1,9 @@
-"""The SQL catalog: versioned files, the ledger, source binding and the V001 views."""
+"""The SQL catalog: one definition per file, dependency order, fingerprints, the ledger,
+the persisted catalog, source binding and the source views."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import textwrap
 from datetime import datetime, timedelta, timezone
@@ -14,13 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import metricsduck
-from metricsduck import ChecksumMismatchError, SqlFileError, write_cohort_metrics
-from metricsduck.catalog import discover, migration_states, read_ledger
+from metricsduck import SqlFileError, write_cohort_metrics
+from metricsduck.catalog import catalog_states, discover, ledger_changes, persisted_fingerprints, read_ledger
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 EXTRA_VIEW = textwrap.dedent("""\
-    -- V002: a view added after V001 was released.
-
     -- Every metric name seen in the facts,
     -- one row each.
     CREATE OR REPLACE VIEW metric_names AS
@@ -54,157 +53,211 @@ def all_files(root: Path) -> list[str]:
 
 # --- discovering SQL files -------------------------------------------------------------------
 
-def test_discover_lists_the_files_in_version_order(sql_dir):
-    (sql_dir / "V002__extra.sql").write_text(EXTRA_VIEW)
-    (sql_dir / "README.md").write_text("not SQL")
+def test_definitions_are_ordered_after_what_they_read(sql_dir):
+    (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW)
+    (sql_dir / "views" / "README.md").write_text("not SQL")
 
-    found = discover(sql_dir)
+    catalog = discover(sql_dir)
+    order = [d.name for d in catalog]
 
-    assert [(m.version, m.name, m.path.name) for m in found] == [
-        (1, "sources", "V001__sources.sql"), (2, "extra", "V002__extra.sql")]
-    assert found[1].text == EXTRA_VIEW
+    assert len(order) == len(set(order))
+    for definition in catalog:
+        for dependency in definition.dependencies:
+            assert order.index(dependency) < order.index(definition.name), (definition.name, dependency)
+    names = catalog["metric_names"]
+    assert names.dependencies == ("facts",)
+    assert names.text == EXTRA_VIEW
+    assert names.doc == "Every metric name seen in the facts, one row each."
+    # what the drift view is built on, read off the SQL: not the trend and rollup views
+    assert {"baselines", "drift_scalar", "drift_distribution", "two_sample_bins"} <= catalog.closure(["drift"])
+    assert not {"trends", "trends_of", "rollup_view", "rollup_stage"} & catalog.closure(["drift"])
+
+
+def test_the_settings_a_definition_reads_are_found_in_its_text(sql_dir):
+    catalog = discover(sql_dir)
+
+    assert catalog["trends_of"].settings == (
+        "trend.min_r2", "trend.min_rel_change", "trend.min_runs", "trend.window")
+    assert "drift.critical_metrics" in catalog["drift_scalar"].settings  # reads settings_metrics
+    assert "drift.psi_bins" in catalog.reads("drift_computed")
+    assert not [key for key in catalog.reads("drift_computed") if key.startswith("trend.")]
 
 
 @pytest.mark.parametrize(
-    "name", ["V2__extra.sql", "V002_extra.sql", "V002__Extra.sql", "002__extra.sql",
-             "V002__extra-views.sql", "v002__extra.sql"])
-def test_a_misnamed_sql_file_is_an_error_naming_it(sql_dir, name):
-    (sql_dir / name).write_text("SELECT 1;\n")
+    ("folder", "name", "text", "message"),
+    [
+        ("views", "Metric-Names.sql", EXTRA_VIEW, "named <lower_snake_name>.sql"),
+        ("views", "other_name.sql", EXTRA_VIEW, "defines 'metric_names', not 'other_name'"),
+        ("macros", "metric_names.sql", EXTRA_VIEW, "must hold CREATE OR REPLACE MACRO metric_names"),
+        ("views", "metric_names.sql", EXTRA_VIEW + "CREATE OR REPLACE VIEW more AS SELECT 1;\n",
+         "holds 2 statements"),
+        ("views", "metric_names.sql", "SELECT 1;\n" , "must hold CREATE OR REPLACE VIEW metric_names"),
+        ("views", "facts_raw.sql", "CREATE OR REPLACE VIEW facts_raw AS SELECT 1;\n",
+         "a second definition of 'facts_raw'"),
+    ],
+    ids=["misnamed", "wrong-name", "wrong-folder", "two-statements", "no-create", "an-input"],
+)
+def test_a_malformed_sql_file_is_an_error_naming_it(sql_dir, folder, name, text, message):
+    (sql_dir / folder / name).write_text(text)
 
-    with pytest.raises(SqlFileError) as caught:
+    with pytest.raises(SqlFileError, match=message) as caught:
         discover(sql_dir)
 
-    assert caught.value.path == sql_dir / name
-    assert str(sql_dir / name) in str(caught.value)
+    assert caught.value.path == sql_dir / folder / name
+    assert str(sql_dir / folder / name) in str(caught.value)
 
 
-def test_a_gap_in_versions_is_an_error_naming_the_file_after_it(sql_dir):
-    (sql_dir / "V003__later.sql").write_text(EXTRA_VIEW)
+def test_a_second_definition_of_a_name_is_an_error_naming_both_files(sql_dir):
+    (sql_dir / "macros" / "facts.sql").write_text("CREATE OR REPLACE MACRO facts() AS 1;\n")
 
-    with pytest.raises(SqlFileError, match="V002") as caught:
+    with pytest.raises(SqlFileError, match="a second definition of 'facts' \\(also views/facts.sql\\)") as caught:
         discover(sql_dir)
 
-    assert caught.value.path == sql_dir / "V003__later.sql"
+    assert caught.value.path == sql_dir / "macros" / "facts.sql"
 
 
-def test_versions_must_start_at_v001(tmp_path):
-    (tmp_path / "V002__first.sql").write_text("SELECT 1;\n")
+def test_a_dependency_cycle_is_an_error_naming_its_files(sql_dir):
+    (sql_dir / "views" / "ping.sql").write_text("CREATE OR REPLACE VIEW ping AS SELECT * FROM pong;\n")
+    (sql_dir / "views" / "pong.sql").write_text("CREATE OR REPLACE VIEW pong AS SELECT * FROM ping;\n")
 
-    with pytest.raises(SqlFileError) as caught:
-        discover(tmp_path)
-    assert caught.value.path == tmp_path / "V002__first.sql"
-
-
-def test_two_files_with_one_version_are_an_error(sql_dir):
-    (sql_dir / "V001__again.sql").write_text("SELECT 1;\n")
-
-    with pytest.raises(SqlFileError):
+    with pytest.raises(SqlFileError, match="dependency cycle: views/ping.sql -> views/pong.sql -> views/ping.sql"):
         discover(sql_dir)
 
 
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        # A binder error on the third line of a statement that starts on line 5.
-        ("-- V002: broken on purpose.\nCREATE VIEW ok AS SELECT 1 AS x;\n\n"
-         "-- a view whose body names a column that does not exist\n"
-         "CREATE VIEW broken AS\nSELECT\n    no_such_column\nFROM ok;\n", 7),
-        # A syntax error: DuckDB refuses the whole file before running any statement.
-        ("-- V002\nCREATE VIEW ok AS SELECT 1 AS x;\nCREATE VIEW broken AS\nSELEC x FROM ok;\n", 4),
-        # A failing first statement of the file.
-        ("SELECT * FROM no_such_table;\n", 1),
+        # A binder error on the third line of a statement that starts on line 2.
+        ("-- a view whose body names a column that does not exist\n"
+         "CREATE OR REPLACE VIEW broken AS\nSELECT\n    no_such_column\nFROM facts;\n", 4),
+        # A syntax error: DuckDB refuses the file before running it.
+        ("-- broken\nCREATE OR REPLACE VIEW broken AS\nSELEC x FROM facts;\n", 3),
+        # A failing first line.
+        ("CREATE OR REPLACE VIEW broken AS SELECT * FROM no_such_table;\n", 1),
     ],
     ids=["binder-error", "syntax-error", "first-line"],
 )
 def test_a_failing_statement_is_reported_with_its_file_and_line(tmp_path, sql_dir, text, line):
-    (sql_dir / "V002__broken.sql").write_text(text)
+    (sql_dir / "views" / "broken.sql").write_text(text)
 
     with pytest.raises(SqlFileError) as caught:
         metricsduck.connect(tmp_path / "tree", sql_dir=sql_dir)
 
-    assert caught.value.path == sql_dir / "V002__broken.sql"
+    assert caught.value.path == sql_dir / "views" / "broken.sql"
     assert caught.value.line == line
-    assert f"V002__broken.sql:{line}:" in str(caught.value)
+    assert f"broken.sql:{line}:" in str(caught.value)
 
 
-# --- the ledger ------------------------------------------------------------------------------
+def test_nothing_superseded_is_loaded():
+    catalog = discover()
+    history = Path(metricsduck.__file__).parent / "sql" / "history"
 
-def test_init_records_version_name_and_sha256(tmp_path, sql_dir):
-    before = datetime.now(timezone.utc)
+    assert sorted(p.stem.split(".")[0] for p in history.glob("*.sql")) == [
+        "facts", "rollup_view", "samples", "trends", "two_sample_bins"]
+    for definition in catalog:  # each name once, from views/ or macros/ only
+        assert definition.path.parent.name in ("views", "macros")
+    assert len({d.name for d in catalog}) == len(catalog)
 
+
+# --- fingerprints and the ledger -------------------------------------------------------------
+
+def test_the_ledger_records_every_current_fingerprint():
+    """Fails whenever a definition changed and the ledger was not updated: review the
+    change, then run `python -m metricsduck.catalog --update-ledger`."""
+    changes = ledger_changes(discover(), metricsduck.__version__)
+
+    assert changes == [], (
+        f"{len(changes)} definition(s) differ from sql/ledger.json ({metricsduck.__version__}): "
+        f"{[name for name, _, _ in changes]}; run `python -m metricsduck.catalog --update-ledger`")
+
+
+def test_editing_a_view_changes_its_fingerprint_and_those_built_on_it_only(sql_dir):
+    before = discover(sql_dir).fingerprints()
+    path = sql_dir / "views" / "view_dirs.sql"
+    path.write_text(path.read_text().replace("count(*) AS cohorts", "count(*) + 0 AS cohorts"))
+
+    after = discover(sql_dir)
+    changed = {name for name, fingerprint in after.fingerprints().items() if before[name] != fingerprint}
+
+    assert changed == {"view_dirs", "rollup_stage"}
+    assert ledger_changes(after, metricsduck.__version__) == [
+        ("rollup_stage", before["rollup_stage"], after["rollup_stage"].fingerprint),
+        ("view_dirs", before["view_dirs"], after["view_dirs"].fingerprint)]
+
+
+def test_comments_and_layout_do_not_change_a_fingerprint(sql_dir):
+    before = discover(sql_dir).fingerprints()
+    path = sql_dir / "views" / "runs.sql"
+    text = path.read_text()
+    path.write_text("-- reworded documentation\n" + text.replace("\n    ", "\n        ").replace(
+        "FROM cohort_runs", "FROM cohort_runs  -- a remark"))
+
+    assert discover(sql_dir).fingerprints() == before
+
+
+def test_update_ledger_writes_sorted_fingerprints_per_release(sql_dir):
+    from metricsduck.catalog import update_ledger
+
+    catalog = discover(sql_dir)
+    update_ledger(catalog, "9.9.9")
+
+    releases = read_ledger(sql_dir)
+    assert releases["9.9.9"] == catalog.fingerprints()
+    assert metricsduck.__version__ in releases  # earlier releases are kept
+    assert list(json.loads((sql_dir / "ledger.json").read_text())["releases"]["9.9.9"]) == sorted(
+        catalog.fingerprints())
+
+
+# --- the persisted catalog -------------------------------------------------------------------
+
+def test_init_records_each_definition_with_its_fingerprint(tmp_path, sql_dir):
     path = metricsduck.init(tmp_path / "tree", sql_dir=sql_dir)
 
     assert path == tmp_path / "tree" / ".metricsduck" / "catalog.duckdb"
-    expected = hashlib.sha256((sql_dir / "V001__sources.sql").read_bytes()).hexdigest()
+    catalog = discover(sql_dir)
+    assert persisted_fingerprints(tmp_path / "tree") == catalog.fingerprints()
     with duckdb.connect(str(path), read_only=True) as con:
-        rows = con.execute("SELECT version, name, sha256, applied_at FROM metricsduck_ledger").fetchall()
-    ((version, name, sha256, applied_at),) = rows
-    assert (version, name, sha256) == (1, "sources", expected)
-    assert before - timedelta(seconds=1) <= applied_at <= datetime.now(timezone.utc)
+        files = dict(con.execute("SELECT name, file FROM metricsduck_catalog").fetchall())
+    assert files["drift_scalar"] == "views/drift_scalar.sql"
+    assert files["two_sample_bins"] == "macros/two_sample_bins.sql"
 
 
-def test_an_edited_applied_file_is_refused_by_connect_and_init(tmp_path, sql_dir):
+def test_an_out_of_date_catalog_is_reported_then_rebuilt_by_init(tmp_path, sql_dir):
     root = tmp_path / "tree"
-    path = metricsduck.init(root, sql_dir=sql_dir)
-    catalog_bytes = path.read_bytes()
-    edited = sql_dir / "V001__sources.sql"
-    edited.write_text(edited.read_text() + "\n-- a harmless-looking edit\n")
+    put(root, run_id="r1", started=T0)
+    metricsduck.init(root, sql_dir=sql_dir)
+    (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW)
+    path = sql_dir / "views" / "runs.sql"
+    path.write_text(path.read_text().replace("count(*) AS cohort_runs", "count(*) + 0 AS cohort_runs"))
 
-    with pytest.raises(ChecksumMismatchError, match="V001__sources.sql") as caught:
-        metricsduck.connect(root, sql_dir=sql_dir)
-    assert str(edited) in str(caught.value)
-    with pytest.raises(ChecksumMismatchError, match="V001__sources.sql"):
-        metricsduck.init(root, sql_dir=sql_dir)
-
-    assert path.read_bytes() == catalog_bytes  # the refused init replaced nothing
-    assert [state for _, state in migration_states(discover(sql_dir), read_ledger(path))] == ["changed"]
-
-
-def test_a_new_version_is_pending_until_init_applies_it(tmp_path, sql_dir):
-    root = tmp_path / "tree"
-    path = metricsduck.init(root, sql_dir=sql_dir)
-    (first,) = read_ledger(path)
-    (sql_dir / "V002__extra.sql").write_text(EXTRA_VIEW)
-
-    states = migration_states(discover(sql_dir), read_ledger(path))
-    assert [(m.label, state) for m, state in states] == [
-        ("V001__sources.sql", "applied"), ("V002__extra.sql", "pending")]
+    states = dict((d.name, s) for d, s in catalog_states(discover(sql_dir), persisted_fingerprints(root)))
+    assert states["runs"] == states["metric_names"] == "out of date"
+    assert states["facts"] == "current"
+    with metricsduck.connect(root, sql_dir=sql_dir) as store:  # never refused: it is derived
+        assert store.sql("SELECT count(*) FROM metric_names").fetchall() == [(1,)]
 
     metricsduck.init(root, sql_dir=sql_dir)
 
-    ledger = read_ledger(path)
-    assert [(e.version, e.name) for e in ledger] == [(1, "sources"), (2, "extra")]
-    assert ledger[0].applied_at == first.applied_at  # V001 keeps its original time
-    assert ledger[1].applied_at >= first.applied_at
-    assert ledger[1].sha256 == hashlib.sha256(EXTRA_VIEW.encode()).hexdigest()
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM metric_names").fetchall() == [(0,)]
+    assert persisted_fingerprints(root) == discover(sql_dir).fingerprints()
+    with duckdb.connect(str(root / ".metricsduck" / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT metric FROM metric_names").fetchall() == [("mean_score",)]
 
 
-def test_connect_applies_pending_versions_in_memory_without_touching_the_catalog(tmp_path, sql_dir):
-    root = tmp_path / "tree"
-    path = metricsduck.init(root, sql_dir=sql_dir)
-    catalog_bytes = path.read_bytes()
-    (sql_dir / "V002__extra.sql").write_text(EXTRA_VIEW)
-
-    with metricsduck.connect(root, sql_dir=sql_dir) as store:
-        assert store.sql("SELECT count(*) FROM metric_names").fetchall() == [(0,)]
-
-    assert path.read_bytes() == catalog_bytes
-    assert [e.version for e in read_ledger(path)] == [1]
-
-
-def test_leading_comment_lines_become_the_view_comment(tmp_path, sql_dir):
-    (sql_dir / "V002__extra.sql").write_text(
-        EXTRA_VIEW + "\nCREATE OR REPLACE VIEW uncommented AS SELECT 1 AS x;\n")
+def test_leading_comment_lines_become_the_comment_of_views_and_macros(tmp_path, sql_dir):
+    (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW)
+    (sql_dir / "views" / "uncommented.sql").write_text("CREATE OR REPLACE VIEW uncommented AS SELECT 1 AS x;\n")
 
     with metricsduck.connect(tmp_path / "tree", sql_dir=sql_dir) as store:
         comments = dict(store.sql(
             "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+        macros = dict(store.sql("SELECT function_name, comment FROM duckdb_functions() "
+                                "WHERE function_name IN ('tier_of', 'two_sample_bins')").fetchall())
 
     assert comments["metric_names"] == "Every metric name seen in the facts, one row each."
     assert comments["uncommented"] is None
     assert comments["facts"].startswith("One row per metric of each cohort-run")
+    assert macros["tier_of"].startswith("The tier of a magnitude")
+    assert macros["two_sample_bins"].startswith("two_sample_bins(source): the PSI bins")
 
 
 def test_the_persisted_catalog_answers_from_any_directory(tmp_path, sql_dir, monkeypatch):
@@ -254,17 +307,19 @@ def test_settings_tables_are_filled_from_the_config(tmp_path, sql_dir, make_conf
             "WHERE metric = 'mean_score'").fetchall() == [(False, 0.1, 0.3)]
 
 
-def test_status_lists_the_sql_files_of_the_store_without_writing(tmp_path, sql_dir):
+def test_status_shows_each_fingerprint_and_the_persisted_state_without_writing(tmp_path, sql_dir):
     root = tmp_path / "tree"
     metricsduck.init(root, sql_dir=sql_dir)
-    (sql_dir / "V002__extra.sql").write_text(EXTRA_VIEW)
+    (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW)
     before = all_files(root)
 
     with metricsduck.connect(root, sql_dir=sql_dir) as store:
-        rows = store.status()
+        rows = {item: value for section, item, value in store.status() if section == "sql"}
+        catalog = store.catalog
 
-    assert [(item, value) for section, item, value in rows if section == "sql"] == [
-        ("V001__sources.sql", "applied"), ("V002__extra.sql", "pending")]
+    assert len(rows) == len(catalog)
+    assert rows["views/metric_names.sql"] == f"{catalog['metric_names'].fingerprint[:12]} out of date"
+    assert rows["views/facts.sql"] == f"{catalog['facts'].fingerprint[:12]} current"
     assert all_files(root) == before
 
 
@@ -319,7 +374,7 @@ def test_an_empty_tree_gives_empty_typed_views_and_creates_nothing(tmp_path, ope
     assert all_files(root) == []
 
 
-# --- the V001 views --------------------------------------------------------------------------
+# --- the source views ----------------------------------------------------------------------------
 
 def test_facts_keep_only_the_newest_sidecar_of_a_cohort_run(tmp_path, open_store):
     root = tmp_path / "tree"

@@ -1,6 +1,7 @@
-"""Views that a later SQL version replaces keep exactly the rows of the versions they replace.
+"""Views whose definition replaced a released one keep exactly the rows of the one replaced.
 
-The oracle is always the released text of the replaced view, run on the same data.
+The oracle is always the released text of the replaced definition (kept, never loaded,
+under metricsduck/sql/history/), run on the same data.
 
 - V008's `facts` and `samples` against V001's, on adversarial raw tables. V001 found the
   winning sidecar of each cohort-run by ranking every row (dense_rank by written_at DESC,
@@ -24,7 +25,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from metricsduck.catalog import apply_migration, discover, fill_settings
+from metricsduck.catalog import apply, discover, fill_settings, packaged_sql_dir
 from metricsduck.cache import typed_empty
 from metricsduck.config import load_config
 from metricsduck.marks import marks_schema
@@ -33,16 +34,19 @@ from metricsduck.writer import metrics_schema, samples_schema
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
 
+def _released(version: int, name: str) -> str:
+    return (packaged_sql_dir() / "history" / f"{name}.V{version:03d}.sql").read_text()
+
+
 def released_view(version: int, name: str) -> str:
     """The body of view `name` as the released file V<version> defined it."""
-    text = discover()[version - 1].text
-    return re.search(rf"CREATE OR REPLACE VIEW {name} AS\n(.*?);\n", text, re.S).group(1)
+    return re.search(rf"CREATE OR REPLACE VIEW {name} AS\n(.*?);\n", _released(version, name), re.S).group(1)
 
 
 def released_macro(version: int, name: str) -> str:
     """The table macro `name` as the released file V<version> defined it, renamed
     `<name>_v<version>`."""
-    text = discover()[version - 1].text
+    text = _released(version, name)
     body = re.search(rf"CREATE OR REPLACE MACRO {name}\(source\) AS TABLE\n(.*?);\n", text, re.S).group(1)
     return f"CREATE MACRO {name}_v{version:03d}(source) AS TABLE\n{body}"
 
@@ -71,7 +75,7 @@ def random_rows(rng: np.random.Generator, columns: list[str], n: int) -> list[di
 
 @pytest.fixture(scope="module")
 def con(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
-    """Every migration applied over raw tables the test fills itself."""
+    """Every definition applied over raw tables the test fills itself."""
     root = tmp_path_factory.mktemp("sources")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -79,8 +83,8 @@ def con(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     for name, schema in (("facts_raw", metrics_schema()), ("samples_raw", samples_schema()),
                          ("marks_raw", marks_schema())):
         con.execute(f"CREATE TABLE {name} AS {typed_empty(schema)}")
-    for migration in discover():
-        apply_migration(con, migration)
+    for definition in discover():
+        apply(con, definition)
     for name in ("facts", "samples"):
         con.execute(f"CREATE VIEW {name}_v001 AS {released_view(1, name)}")
     return con
