@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import bind_sources, catalog_path, catalog_states, discover, persisted_fingerprints
 from .config import Config, load_config, resolve_config
@@ -37,6 +37,11 @@ from .mirrors import (
 )
 from .refresh import FINGERPRINTS
 from .writer import SAMPLES_SCHEMA_ID, SCHEMA_METADATA_KEY, SCHEMA_VERSION, metrics_schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .store import Store
 
 # write_atomic's `.<name>.<random>.tmp`, and init's catalog temp file with its WAL
 TEMP_FILE = re.compile(r"\..+\.tmp(\.wal)?")
@@ -81,7 +86,7 @@ def check(root: str | Path, config: Config | str | Path | None = None, *,
     return sorted(set(checker.problems))
 
 
-def _open_store(root: Path, config: Config, sql_dir: Path | None) -> Any:
+def _open_store(root: Path, config: Config, sql_dir: Path | None) -> Store:
     """A store holding only the snapshot of the sidecars: facts_raw, samples_raw, bad_files.
 
     The same binding `connect` starts with (files that cannot be read, or are not sidecars,
@@ -148,7 +153,7 @@ class _Checker:
 
     # --- sidecars, through the store's snapshot ------------------------------------------
 
-    def sidecars(self, store: Any) -> None:
+    def sidecars(self, store: Store) -> None:
         for path, source, reason in store.bad_files():
             shown = self.shown(path)
             self.bad.add(shown)
@@ -157,7 +162,7 @@ class _Checker:
             self._identities(store, table)
             self._duplicates(store, table)
 
-    def _identities(self, store: Any, table: str) -> None:
+    def _identities(self, store: Store, table: str) -> None:
         # newer versions are in bad_files already; the views read version 1 rows only
         for source_file, version in store.sql(
                 f"SELECT source_file, min(schema_version) FROM {table} GROUP BY ALL "
@@ -186,7 +191,7 @@ class _Checker:
                          "; ".join(found) + ". Identity comes from the columns; move the folder or "
                          "rewrite the sidecar")
 
-    def _duplicates(self, store: Any, table: str) -> None:
+    def _duplicates(self, store: Store, table: str) -> None:
         # the same order as the facts/samples views: newest written_at, then the later path, wins
         rows = store.sql(
             "WITH files AS (SELECT baseline_key, run_id, source_file, max(written_at) AS written_at "
@@ -264,8 +269,8 @@ class _Checker:
                        else stage_rollup_mirror(table.to_pylist(), prefix)))
 
     def _pair(self, folder: Path, names: set[str], prefix: str, artifact: str,
-              schema_ids: tuple[str, ...], render: Callable[[Any, str], Any] | None,
-              fix: str = REFRESH_FIX) -> Any:
+              schema_ids: tuple[str, ...], render: Callable[[pa.Table, str], Any] | None,
+              fix: str = REFRESH_FIX) -> pa.Table | None:
         """Check one Parquet and its JSON mirror; return the Parquet's table if readable.
 
         `render(table, schema_id)` gives the document the mirror must equal; None skips
@@ -311,8 +316,9 @@ class _Checker:
         return table
 
     def _read_parquet(self, path: Path, schema_ids: tuple[str, ...], kind: str, *,
-                      schema_only: bool = False) -> tuple[Any, str] | None:
-        """`(table, schema id)` of a Parquet carrying one of `schema_ids`, else report it."""
+                      schema_only: bool = False) -> tuple[pa.Table | None, str] | None:
+        """`(table, schema id)` of a Parquet carrying one of `schema_ids`, else report it
+        (the table is None with `schema_only`)."""
         import pyarrow.parquet as pq
 
         try:
@@ -350,7 +356,7 @@ def _folder_mismatches(path: Path, identity: dict[str, Any]) -> list[str]:
     return found
 
 
-def _padded(table: Any) -> Any:
+def _padded(table: pa.Table) -> pa.Table:
     """A metrics sidecar with every version-1 column (older writers may lack optional ones)."""
     import pyarrow as pa
 

@@ -10,11 +10,15 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import ExitCode, MetricsDuckError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 problems found, 2 usage, 3 config, 4 bad input, "
@@ -68,13 +72,13 @@ def config_option(func: Callable) -> Callable:
 ROOT = click.argument("root", type=click.Path(file_okay=False))
 
 
-def _config(root: str | None, config_path: str | None) -> Any:
+def _config(root: str | None, config_path: str | None) -> Config:
     from .config import resolve_config
 
     return resolve_config(root, config_path)
 
 
-def _store(root: str, config_path: str | None, cached: bool = False) -> Any:
+def _store(root: str, config_path: str | None, cached: bool = False) -> Store:
     """The store for ROOT; each file it had to leave out is named on stderr."""
     from .store import connect
 
@@ -104,7 +108,7 @@ def with_store(func: Callable | None = None, *, cached: bool = True) -> Callable
     return config_option(wrapper)
 
 
-def _compute_drift(store: Any, run: str | None) -> None:
+def _compute_drift(store: Store, run: str | None) -> None:
     """Compute the drift the cache does not hold (of `run`, else every run), with progress
     on stderr: on a tree not refreshed since it changed this is most of the command's work."""
     from .output import progress_reporter
@@ -149,7 +153,7 @@ def init(root: str, config_path: str | None, fmt: str, output: str | None) -> No
 @ROOT
 @with_store
 @output_options
-def status(store: Any, fmt: str, output: str | None) -> None:
+def status(store: Store, fmt: str, output: str | None) -> None:
     """Show each SQL definition's fingerprint (and whether the persisted catalog matches it)
     and counts of runs, cohorts, sidecars.
 
@@ -190,7 +194,7 @@ def check(root: str, config_path: str | None, fmt: str, output: str | None) -> N
 @click.argument("query")
 @with_store
 @output_options
-def sql(store: Any, query: str, fmt: str, output: str | None) -> None:
+def sql(store: Store, query: str, fmt: str, output: str | None) -> None:
     """Run QUERY against the views (facts, samples, cohort_runs, runs, …) and print the rows.
 
     A query reading drift (directly or through a view built on it, such as rollup_view)
@@ -244,7 +248,7 @@ def demo(root: str, runs: int, seed: int, config_path: str | None) -> None:
 @click.option("--all", "all_runs", is_flag=True, help="Refresh every run.")
 @with_store(cached=False)
 @output_options
-def refresh(store: Any, run_ids: tuple[str, ...], all_runs: bool, fmt: str, output: str | None) -> None:
+def refresh(store: Store, run_ids: tuple[str, ...], all_runs: bool, fmt: str, output: str | None) -> None:
     """Write drift, trend and rollup files into the tree: the one command after each run.
 
     Per cohort: telemetry_drift.* and (once a trend exists) telemetry_trend.*; per view
@@ -299,7 +303,7 @@ DRIFT_TABLE_COLUMNS = (
 @click.option("--item", type=click.Choice(["metric", "distribution"]), help="Only metrics or distributions.")
 @with_store
 @output_options
-def drift(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
+def drift(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
     """Show drift rows (worst first) against each baseline kind.
 
     Example: metricsduck drift RESULTS --run latest --tier ALERT
@@ -327,7 +331,7 @@ TREND_TABLE_COLUMNS = (
               help="Only trends going this way.")
 @with_store
 @output_options
-def trend(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
+def trend(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
     """Show metric trends over the last trend.window runs of each baseline key.
 
     A trend exists once trend.min_runs runs have the metric. Without --run, every run's
@@ -355,7 +359,7 @@ def trend(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
                                 "tier_ALERT.")
 @with_store
 @output_options
-def rollup(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
+def rollup(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
     """Show rollups: per view (counts, metric statistics, tier counts, worst items,
     population drift) or, with --level stage, the stage container of its views.
 
@@ -375,7 +379,7 @@ def rollup(store: Any, fmt: str, output: str | None, **filters: Any) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               default="drift_report.html", show_default=True, help="Write the HTML page to FILE.")
 @with_store
-def report(store: Any, run: str, top: int, output: str) -> None:
+def report(store: Store, run: str, top: int, output: str) -> None:
     """Write one self-contained HTML drift report of a run (no scripts, nothing fetched).
 
     The run summary, a stage → view → target → symbol drill-down with the worst tier of

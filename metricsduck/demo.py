@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
 from .errors import InputError
 from .layout import CROSS_SECTIONAL, SYMBOL_SPECIFIC, baseline_key
 from .tracker import ReproducibilityTracker
+
+if TYPE_CHECKING:
+    import numpy as np
 
 STAGE = "TARGET_RANKING"
 TARGETS = (
@@ -95,9 +98,9 @@ class _Cohort:
     n_features_post_prune: int
     n_effective: int
     min_samples: int
-    fold_scores: Any  # numpy arrays
-    oof_base: Any
-    importance_base: Any
+    fold_scores: np.ndarray
+    oof_base: np.ndarray
+    importance_base: np.ndarray
 
     @property
     def key(self) -> str:
@@ -109,7 +112,7 @@ def run_id_of(index: int) -> str:
     return f"demo_run_{index:02d}"
 
 
-def _rng(seed: int, *parts: object) -> Any:
+def _rng(seed: int, *parts: object) -> np.random.Generator:
     """A generator seeded from the demo seed and a label: stable across processes."""
     import numpy as np
 

@@ -12,9 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StorageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 TEMP_SUFFIX = ".tmp"
 
@@ -55,7 +58,7 @@ def json_bytes(document: Any) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def parquet_bytes(table: Any, compression: str = "none") -> bytes:
+def parquet_bytes(table: pa.Table, compression: str = "none") -> bytes:
     """Serialise an Arrow table to Parquet bytes; the same table always gives the same bytes.
 
     Uncompressed (dictionary-encoded) by default: the files metricsduck writes per cohort

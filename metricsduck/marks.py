@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .files import parquet_bytes, write_atomic
 from .layout import CACHE_DIR, check_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MARKS_DIR = "marks"
 MARKS_SCHEMA_ID = "metricsduck/mark/v1"
 
 
-def marks_schema() -> Any:
+def marks_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
 DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
@@ -35,7 +38,7 @@ def iso(value: Any) -> Any:
     return value
 
 
-def metrics_mirror(facts: Any) -> dict[str, Any]:
+def metrics_mirror(facts: pa.Table) -> dict[str, Any]:
     """The readable JSON mirror of one metrics sidecar table (one cohort-run)."""
     rows = facts.to_pylist()
     first = rows[0]

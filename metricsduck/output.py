@@ -11,7 +11,10 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
 
 FORMATS = ("table", "json", "csv")
 
@@ -81,7 +84,7 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, output
         sys.stdout.write(text)
 
 
-def emit_relation(relation: Any, fmt: str, output: str | None) -> None:
+def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str, output: str | None) -> None:
     """Render a DuckDB relation (all of it) like any other rows."""
     emit(relation.columns, relation.fetchall(), fmt, output)
 

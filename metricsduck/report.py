@@ -15,11 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache import arrow_table
 from .errors import InputError
 from .store import BASELINE_KINDS, Store
+
+if TYPE_CHECKING:
+    import duckdb
 
 TOP_DEFAULT = 20
 TIER_NAMES = {0: "OK", 1: "WARN", 2: "ALERT"}
@@ -99,7 +102,7 @@ def resolve_run(store: Store, run: str) -> tuple[Any, ...]:
                      "\"select * from runs\"` lists the runs")
 
 
-def run_drift(store: Store, run_id: str) -> Any:
+def run_drift(store: Store, run_id: str) -> duckdb.DuckDBPyRelation:
     """The run's rows of the `drift` view, held in memory: a DuckDB relation that the
     helpers below query as `d`. Drift the cache does not hold is computed once, for this
     run only (`Store.compute_drift`).
@@ -109,14 +112,21 @@ def run_drift(store: Store, run_id: str) -> Any:
     return store.con.from_arrow(arrow_table(rows))
 
 
-def _tier_counts(drift: Any) -> list[tuple[Any, ...]]:
-    return drift.query(
-        "d", "SELECT baseline_kind, item_kind, "
+def _rows(drift: duckdb.DuckDBPyRelation, query: str) -> list[tuple[Any, ...]]:
+    """The rows of a SELECT `query` over the run's drift rows, which it names `d`."""
+    relation = drift.query("d", query)
+    assert relation is not None  # None only for a statement that returns no rows at all
+    return relation.fetchall()
+
+
+def _tier_counts(drift: duckdb.DuckDBPyRelation) -> list[tuple[Any, ...]]:
+    return _rows(
+        drift, "SELECT baseline_kind, item_kind, "
         "count(*) FILTER (WHERE tier = 'OK'), count(*) FILTER (WHERE tier = 'WARN'), "
         "count(*) FILTER (WHERE tier = 'ALERT'), count(*) FILTER (WHERE tier IS NULL), count(*), "
         "max(tier_rank) "
         "FROM d GROUP BY baseline_kind, item_kind "
-        f"ORDER BY {KIND_ORDER}, baseline_kind, item_kind").fetchall()
+        f"ORDER BY {KIND_ORDER}, baseline_kind, item_kind")
 
 
 def _sanity(store: Store, run_id: str) -> list[tuple[Any, ...]]:
@@ -129,10 +139,10 @@ def _sanity(store: Store, run_id: str) -> list[tuple[Any, ...]]:
         {"run": run_id}).fetchall()
 
 
-def _tree(drift: Any) -> Node:
+def _tree(drift: duckdb.DuckDBPyRelation) -> Node:
     """The stage -> view -> target -> symbol hierarchy of the run's drift rows."""
-    rows = drift.query(
-        "d", "SELECT stage, view, target, symbol, GROUPING(stage) = 0 AS has_stage, "
+    rows = _rows(
+        drift, "SELECT stage, view, target, symbol, GROUPING(stage) = 0 AS has_stage, "
         "GROUPING(view) = 0 AS has_view, GROUPING(target) = 0 AS has_target, "
         "GROUPING(symbol) = 0 AS has_symbol, max(tier_rank), "
         "count(*) FILTER (WHERE tier = 'OK'), count(*) FILTER (WHERE tier = 'WARN'), "
@@ -140,7 +150,7 @@ def _tree(drift: Any) -> Node:
         "FROM d GROUP BY GROUPING SETS ((), (stage), (stage, view), (stage, view, target), "
         "(stage, view, target, symbol)) "
         "ORDER BY stage NULLS FIRST, view NULLS FIRST, target NULLS FIRST, symbol NULLS FIRST, "
-        "has_stage, has_view, has_target, has_symbol").fetchall()
+        "has_stage, has_view, has_target, has_symbol")
     root: Node | None = None
     for row in rows:
         stage, view, target, symbol, has_stage, has_view, has_target, has_symbol, worst = row[:9]
@@ -171,13 +181,13 @@ DRIFT_COLUMNS = (
 )
 
 
-def _drifted(drift: Any) -> list[dict[str, Any]]:
+def _drifted(drift: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
     """Every WARN or ALERT row of the run, worst first."""
-    relation = drift.query(
-        "d", f"SELECT {', '.join(DRIFT_COLUMNS)} FROM d WHERE tier_rank >= 1 "
+    rows = _rows(
+        drift, f"SELECT {', '.join(DRIFT_COLUMNS)} FROM d WHERE tier_rank >= 1 "
         f"ORDER BY tier_rank DESC, {SEVERITY} DESC NULLS LAST, baseline_key, item_kind, item, "
         f"{KIND_ORDER}")
-    return [dict(zip(DRIFT_COLUMNS, row, strict=True)) for row in relation.fetchall()]
+    return [dict(zip(DRIFT_COLUMNS, row, strict=True)) for row in rows]
 
 
 def _psi_bins(store: Store, run_id: str, pairs: set[tuple[str, str, str]]) -> dict[tuple, list]:

@@ -6,13 +6,16 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, write_atomic
 from .layout import check_name, cohort_dir, derive_cohort_id
 from .writer import encode_metric, utc_timestamp, write_cohort_metrics
+
+if TYPE_CHECKING:
+    from .refresh import RefreshSummary
 
 FINGERPRINT_KEYS = ("git_commit", "config_hash", "data_fingerprint", "seed")
 
@@ -108,7 +111,7 @@ class ReproducibilityTracker:
             write_atomic(folder / name, data)
         return folder
 
-    def generate_telemetry_rollups(self, stage: str, run_id: str | None = None) -> Any:
+    def generate_telemetry_rollups(self, stage: str, run_id: str | None = None) -> RefreshSummary:
         """Write the view and stage rollups of one stage of one run (default: this run).
 
         Population drift compares with the previous run, so the tree read is the folder

@@ -13,13 +13,17 @@ import numbers
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import baseline_key, check_name, check_symbol, cohort_id_from_dir, sidecar_name
 from .mirrors import METRICS_SCHEMA_ID, metrics_mirror
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
 
 SCHEMA_VERSION = 1
 SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
@@ -28,7 +32,9 @@ SCHEMA_METADATA_KEY = b"metricsduck.schema"
 KIND_NUMBER, KIND_BOOL, KIND_TEXT = "number", "bool", "text"
 
 
-def _identity_fields(pa: Any) -> list:
+def _identity_fields() -> list[pa.Field]:
+    import pyarrow as pa
+
     ts = pa.timestamp("us", tz="UTC")
     return [
         pa.field("schema_version", pa.int32(), nullable=False),
@@ -50,11 +56,11 @@ def _identity_fields(pa: Any) -> list:
     ]
 
 
-def metrics_schema() -> Any:
+def metrics_schema() -> pa.Schema:
     """Arrow schema of `telemetry_metrics.parquet` (version 1)."""
     import pyarrow as pa
 
-    fields = _identity_fields(pa) + [
+    fields = _identity_fields() + [
         pa.field("metric", pa.string(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
         pa.field("value", pa.float64()),
@@ -63,14 +69,14 @@ def metrics_schema() -> Any:
     return pa.schema(fields, metadata={SCHEMA_METADATA_KEY: METRICS_SCHEMA_ID.encode()})
 
 
-def samples_schema() -> Any:
+def samples_schema() -> pa.Schema:
     """Arrow schema of `telemetry_samples.parquet` (version 1).
 
     The identity columns stop at baseline_key: fingerprints and verdicts live in the facts.
     """
     import pyarrow as pa
 
-    identity = [f for f in _identity_fields(pa) if f.name not in _FACT_ONLY]
+    identity = [f for f in _identity_fields() if f.name not in _FACT_ONLY]
     fields = identity + [
         pa.field("distribution", pa.string(), nullable=False),
         pa.field("n_total", pa.int64(), nullable=False),
@@ -169,7 +175,7 @@ def _optional_seed(value: Any) -> int | None:
     return int(value)
 
 
-def _sample_values(name: str, values: Iterable[Any], limit: int, salt: str) -> tuple[Any, int, int]:
+def _sample_values(name: str, values: Iterable[Any], limit: int, salt: str) -> tuple[np.ndarray, int, int]:
     """`(retained finite values, n_total, n_missing)`, subsampled deterministically."""
     import numpy as np
 
@@ -277,7 +283,7 @@ def write_cohort_metrics(
     )
     outputs: list[tuple[Path, bytes]] = []
     if samples:
-        table = _samples_table(identity, samples, config, pa)
+        table = _samples_table(identity, samples, config)
         outputs.append((cohort_dir / sidecar_name(config.prefix, "samples", "parquet"), parquet_bytes(table)))
     outputs.append((cohort_dir / sidecar_name(config.prefix, "metrics", "parquet"), parquet_bytes(facts)))
     outputs.append((cohort_dir / sidecar_name(config.prefix, "metrics", "json"), json_bytes(metrics_mirror(facts))))
@@ -287,7 +293,9 @@ def write_cohort_metrics(
 
 
 def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[float]],
-                   config: Config, pa: Any) -> Any:
+                   config: Config) -> pa.Table:
+    import pyarrow as pa
+
     if not isinstance(samples, Mapping):
         raise InputError(f"samples must be a mapping of distribution name to values, got {type(samples).__name__}")
     limit = config.get("samples.max_per_distribution")
