@@ -133,8 +133,9 @@ def walk(root: Path, names: dict[str, str]) -> tuple[Any, list[tuple[str, str]]]
 ENTRY = ("path", "source", "size", "mtime_ns", "segment", "reason", "baseline_key", "run_id")
 FOUND = ENTRY[:4]  # what a walk of the tree sees
 # The drift index: the materialised drift rows of one cohort-run, computed from inputs with
-# `fingerprint`, are held by `segment`.
-DRIFT_ENTRY = ("baseline_key", "run_id", "fingerprint", "segment")
+# `fingerprint`, are held by `segment`; its trend and rollup files were written by the
+# definitions whose cache key is `outputs`.
+DRIFT_ENTRY = ("baseline_key", "run_id", "fingerprint", "outputs", "segment")
 
 
 def listing_schema(columns: tuple[str, ...]) -> Any:

@@ -7,7 +7,9 @@ whose inputs are unchanged, the rows computed since, and `drift_computed` for th
 A cohort-run's drift depends on its own sidecars, those of the earlier cohort-runs of its
 baseline key, the marks, and the definition of `drift_computed` with the settings it reads
 (`catalog.cache_key`): its fingerprint hashes all of them (`cache_fingerprints`). Editing
-a trend or rollup view, or a `trend.*` setting, leaves every cached drift row valid.
+a trend or rollup view, or a `trend.*` setting, leaves every cached drift row valid; it
+changes `outputs_key`, the cache key of the definitions behind the trend and rollup files,
+which the drift index records per cohort-run, so `refresh` redoes those runs' files.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 COMPUTED = "drift_computed"  # the view that computes drift
 SERVED = "drift"  # the relation every reader queries
+OUTPUTS = ("trends_of", "rollup_view", "rollup_stage")  # what the trend and rollup files come from
 LATEST_RUN = "(SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1)"
 
 
@@ -37,6 +40,16 @@ def drift_key(catalog: Catalog, config: Config) -> str | None:
     from .catalog import cache_key
 
     return cache_key(catalog, COMPUTED, config) if COMPUTED in catalog else None
+
+
+def outputs_key(catalog: Catalog, config: Config) -> str:
+    """The cache key of the trend and rollup files: valid while it and the drift rows are."""
+    import hashlib
+
+    from .catalog import cache_key
+
+    keys = [cache_key(catalog, name, config) for name in OUTPUTS if name in catalog]
+    return hashlib.sha256("|".join(keys).encode()).hexdigest()
 
 
 def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Catalog, config: Config) -> None:
@@ -95,21 +108,32 @@ def serve_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
     con.execute(f"CREATE OR REPLACE VIEW {SERVED} AS " + "\nUNION ALL\n".join(parts))
 
 
-def stage_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, relation: str) -> None:
-    """Stage the drift rows of `relation` for the cohort-runs the cache does not hold yet, so
-    that `publish` stores them (call once their outputs are written)."""
+def stage_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, relation: str, outputs: str) -> None:
+    """Record the cohort-runs of `relation` in the drift index once their outputs are
+    written: stage the drift rows of those the cache does not hold yet, so that `publish`
+    stores them, and mark all of them as written by the definitions of `outputs`."""
     if not snapshot.use_cache:
         return
-    name = segment_name(DRIFT_SOURCE)
-    pending = ("FROM cache_fingerprints AS f ANTI JOIN cache_drift USING (baseline_key, run_id) "
-               f"SEMI JOIN (SELECT DISTINCT baseline_key, run_id FROM {relation}) USING (baseline_key, run_id)")
-    entries = arrow_table(con.sql(f"SELECT f.baseline_key, f.run_id, f.fingerprint {pending}"))
+    import pyarrow as pa
+
+    written = f"SEMI JOIN (SELECT DISTINCT baseline_key, run_id FROM {relation}) USING (baseline_key, run_id)"
+    con.register("held", snapshot.drift)
+    try:
+        held = arrow_table(con.sql(f"SELECT * REPLACE (CASE WHEN (baseline_key, run_id) IN (SELECT baseline_key, "
+                                   f"run_id FROM {relation}) THEN ? ELSE outputs END AS outputs) FROM held",
+                                   params=[outputs]))
+    finally:
+        con.unregister("held")
+    snapshot.drift = held.cast(listing_schema(DRIFT_ENTRY))
+    pending = f"FROM cache_fingerprints AS f ANTI JOIN cache_drift USING (baseline_key, run_id) {written}"
+    entries = arrow_table(con.sql(f"SELECT f.baseline_key, f.run_id, f.fingerprint, ? AS outputs {pending}",
+                                  params=[outputs]))
     if not entries.num_rows:
         return
     # written from Python, not by COPY: refresh may run on a connection without file access
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    name = segment_name(DRIFT_SOURCE)
     result = con.sql(f"SELECT d.* FROM {relation} AS d SEMI JOIN (SELECT f.baseline_key, f.run_id "
                      f"{pending}) USING (baseline_key, run_id)").arrow()  # a batch reader in DuckDB 2
     with pq.ParquetWriter(snapshot.stage_dir / name, result.schema, compression="zstd") as writer:

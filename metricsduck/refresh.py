@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
 from .cache import arrow_table
-from .compute import stage_drift
+from .compute import outputs_key, stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .mirrors import (
@@ -90,13 +90,19 @@ def _write(path: Path, data: bytes) -> tuple[Path, bool | str]:
 
 def stale_runs(store: Any) -> list[str]:
     """Runs with a cohort-run whose drift the cache does not hold for its current inputs
-    (`cache_fingerprints`: its sidecars and its key's earlier ones, the marks, the config,
-    the SQL), or with an output missing. Without the cache, every run is stale.
+    (`cache_fingerprints`: its sidecars and its key's earlier ones, the marks, the drift
+    definitions and the settings they read), whose trend and rollup files were written by
+    other definitions or settings than the current ones (`outputs_key`), or with an output
+    missing. Without the cache, every run is stale.
     """
     prefix = store.config.prefix
-    cached = "ANTI JOIN cache_drift USING (baseline_key, run_id)" if store.cached_drift else ""
-    stale = {row[0] for row in store.sql(
-        f"SELECT DISTINCT run_id FROM cache_fingerprints {cached}").fetchall()}
+    if store.cached_drift:
+        stale = {row[0] for row in store.sql(
+            "SELECT run_id FROM cache_fingerprints ANTI JOIN cache_drift USING (baseline_key, run_id) UNION "
+            "SELECT run_id FROM cache_drift WHERE outputs IS DISTINCT FROM ?",
+            [outputs_key(store.catalog, store.config)]).fetchall()}
+    else:
+        stale = {row[0] for row in store.sql("SELECT DISTINCT run_id FROM cache_fingerprints").fetchall()}
     outputs = [sidecar_name(prefix, "drift", ext) for ext in ("parquet", "json")]
     # one check per cohort-run of the history: plain strings, twice as fast as Path objects
     for run_id, facts_file in store.sql("SELECT run_id, source_file FROM cohort_runs").fetchall():
@@ -191,7 +197,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
                 _refresh_runs(store, batch, stage, cohort_files, summary,
                               progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
                 if cohort_files and len(summary.failed) == failed:  # these runs' outputs are complete
-                    stage_drift(store.con, store.snapshot, "temp.drift")
+                    stage_drift(store.con, store.snapshot, "temp.drift", outputs_key(store.catalog, store.config))
             finally:
                 store.con.execute("DROP TABLE IF EXISTS temp.drift")
             _publish(store, summary)
