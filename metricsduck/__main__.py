@@ -1,0 +1,6 @@
+"""`python -m metricsduck`: the `metricsduck` command, where its script is not on PATH."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()
