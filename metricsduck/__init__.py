@@ -1,5 +1,9 @@
 """metricsduck: DuckDB views over sidecar Parquet files for ML pipeline metrics and drift."""
 
+# The one version source: pyproject.toml reads it (statically, without importing the
+# package) and `metricsduck --version` prints it. First, so that it is set before any import.
+__version__ = "0.1.0"
+
 from .check import Problem, check
 from .config import Config, load_config
 from .errors import (
@@ -14,8 +18,6 @@ from .errors import (
 from .store import Store, connect, init
 from .tracker import ReproducibilityTracker
 from .writer import write_cohort_metrics
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ChecksumMismatchError", "Config", "ConfigError", "InputError", "MetricsDuckError", "Problem",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import __version__
 from .errors import ExitCode, MetricsDuckError
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def _compute_drift(store: Store, run: str | None) -> None:
 
 
 @click.group(cls=Group, no_args_is_help=True, epilog=EXIT_CODES_HELP)
-@click.version_option(package_name="metricsduck", prog_name="metricsduck")
+@click.version_option(__version__, prog_name="metricsduck")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
