@@ -14,8 +14,10 @@ which the drift index records per cohort-run, so `refresh` redoes those runs' fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .cache import (
     DRIFT_ENTRY, DRIFT_SOURCE, Segment, Snapshot, _create_from, _located, _prune, _segment_counts,
@@ -31,7 +33,12 @@ if TYPE_CHECKING:
 
 COMPUTED = "drift_computed"  # the view that computes drift
 SERVED = "drift"  # the relation every reader queries
-OUTPUTS = ("trends_of", "rollup_view", "rollup_stage")  # what the trend and rollup files come from
+HELD = "drift_held"  # the served rows that need no computing: cached, or computed since
+OUTPUTS = ("trends_of", "rollup_view_of", "rollup_stage_of")  # what the trend and rollup files come from
+# Comparisons (a cohort-run, or one baseline cohort-run it is compared with) per batch of
+# runs: the demo's 8 runs are one batch, a run of 5,000 cohorts with 10 pooled baselines
+# is a batch of its own.
+BATCH_COMPARISONS = 20_000
 LATEST_RUN = "(SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1)"
 
 
@@ -91,10 +98,11 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
 
 
 def serve_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
-    """(Re)create the `drift` view: the cached rows still valid, the rows computed since
-    (`drift_fresh`) and, while any remain, `drift_computed` for the stale cohort-runs
-    (`cache_stale`). Without any, the view leaves `drift_computed` out: DuckDB would
-    evaluate it in full even to join it with nothing."""
+    """(Re)create `drift_held`, the drift rows held without computing (the cached rows still
+    valid and those computed since, `drift_fresh`), and `drift`: those and, while any
+    remain, `drift_computed` for the stale cohort-runs (`cache_stale`). Without any, `drift`
+    leaves `drift_computed` out: DuckDB would evaluate it in full even to join it with
+    nothing."""
     # drift_fresh has drift_computed's columns; describing the view would bind it again
     columns = ", ".join(c[0] for c in con.execute("DESCRIBE drift_fresh").fetchall())
     live = _segment_counts(snapshot.drift.column("segment"))
@@ -103,9 +111,11 @@ def serve_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
                            "(baseline_key, run_id, segment_file) IN "
                            "(SELECT baseline_key, run_id, segment_file FROM cache_drift)")
     parts.append(f"SELECT {columns} FROM drift_fresh")
+    con.execute(f"CREATE OR REPLACE VIEW {HELD} AS " + "\nUNION ALL\n".join(parts))
+    served = f"SELECT * FROM {HELD}"
     if con.execute("SELECT count(*) FROM cache_stale").fetchall()[0][0]:
-        parts.append(f"SELECT {columns} FROM {COMPUTED} SEMI JOIN cache_stale USING (baseline_key, run_id)")
-    con.execute(f"CREATE OR REPLACE VIEW {SERVED} AS " + "\nUNION ALL\n".join(parts))
+        served += f"\nUNION ALL\nSELECT {columns} FROM {COMPUTED} SEMI JOIN cache_stale USING (baseline_key, run_id)"
+    con.execute(f"CREATE OR REPLACE VIEW {SERVED} AS {served}")
 
 
 def stage_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, relation: str, outputs: str) -> None:
@@ -195,12 +205,10 @@ def compute_drift(store: Store, runs: list[str] | None = None,
     """Compute the stale drift rows (of `runs`, else of every run) into `drift_fresh`, which
     `drift` reads from then on; return how many cohort-runs that was.
 
-    It goes a batch of runs at a time, each narrowed to its pairs as in a refresh, so a tree
-    never refreshed costs what a refresh would in time and memory, not the whole history
-    in one query.
+    It goes a batch of runs at a time, each from its own rows (`scoped`) as in a refresh,
+    so a tree never refreshed costs what a refresh would in time and memory, not the whole
+    history in one query.
     """
-    from .refresh import _batches, _materialised, _narrowed
-
     con = store.con
     stale = [run for (run,) in store.sql(
         "SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM cache_stale) ORDER BY ordinal").fetchall()
@@ -209,14 +217,138 @@ def compute_drift(store: Store, runs: list[str] | None = None,
         return 0
     total = store.sql("SELECT count(*) FROM cache_stale WHERE list_contains(?, run_id)", [stale]).fetchall()[0][0]
     done = 0
-    with _materialised(store):
-        for batch in _batches(store, stale):
-            with _narrowed(store, batch, None) as scope:
-                con.execute(f"INSERT INTO drift_fresh SELECT * FROM {COMPUTED} WHERE {scope} "
-                            "AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM cache_stale)")
+    with materialised(store):
+        for batch in batches(store, stale):
+            with scoped(store, batch, None) as scope:
+                con.execute(f"INSERT INTO drift_fresh SELECT * FROM {scope.drift} "
+                            "WHERE (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM cache_stale)")
             done += con.execute("DELETE FROM cache_stale WHERE list_contains(?, run_id)", [batch]).fetchall()[0][0]
             if progress:
                 progress(done, total)
+    assert store.snapshot is not None  # cached drift implies a snapshot
     serve_drift(con, store.snapshot)
     return done
 
+
+def batch_drift(store: Store, scope: Scope, table: str) -> None:
+    """The drift rows of the cohort-runs of `scope` as the temp table `table`: those held
+    (cached, or computed since) read back, the others computed from the scope's own rows."""
+    con = store.con
+    if not store.cached_drift:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {scope.drift}")
+        return
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {HELD} "
+                f"SEMI JOIN {SCOPE_COHORTS} USING (baseline_key, run_id)")
+    con.execute(f"INSERT INTO {table} SELECT * FROM {scope.drift} "
+                "WHERE (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM cache_stale)")
+
+
+# --- computing a batch of runs from its own rows ------------------------------------------------
+
+SCOPE_COHORTS = "scope_cohorts"  # the cohort-runs a batch computes (baseline_key, run_id)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One batch's scope: `condition` picks its cohort-runs (or run x stage rows) from a
+    relation, `drift` is the table-function call computing their drift."""
+
+    condition: str
+    drift: str
+
+
+def batches(store: Store, selected: list[str]) -> list[list[str]]:
+    """`selected` in order, cut into batches of at most BATCH_COMPARISONS comparisons
+    (cohort-runs and the baseline cohort-runs they compare against); a run heavier than
+    that is a batch of its own. Small trees refresh in one go, large ones run by run."""
+    weights = dict(store.sql(
+        "SELECT run_id, count(*) FROM (SELECT run_id FROM cohort_runs UNION ALL "
+        "SELECT run_id FROM baselines) GROUP BY run_id").fetchall())
+    cut: list[list[str]] = []
+    load = 0
+    for run_id in selected:
+        weight = weights.get(run_id, 0)
+        if not cut or load + weight > BATCH_COMPARISONS:
+            cut.append([])
+            load = 0
+        cut[-1].append(run_id)
+        load += weight
+    return cut
+
+
+@contextmanager
+def materialised(store: Store) -> Iterator[None]:
+    """For a whole refresh: `fact_sources` (the sidecar that counts, per cohort-run) and
+    `cohort_runs`, which every batch and nearly every definition reads, computed once into
+    temp tables of the same name and rows (the snapshot they read does not change), which
+    the views read first."""
+    con = store.con
+    database = con.execute("SELECT current_database()").fetchall()[0][0]
+    made = []
+    try:
+        for name in ("fact_sources", "cohort_runs"):
+            con.execute(f'CREATE TEMP TABLE {name} AS SELECT * FROM "{database}".main.{name}')
+            made.append(name)
+        yield
+    finally:
+        for name in reversed(made):
+            con.execute(f"DROP TABLE temp.{name}")
+
+
+@contextmanager
+def scoped(store: Store, runs: list[str], stage: str | None) -> Iterator[Scope]:
+    """The inputs of the drift of the cohort-runs of `runs` (of `stage`, if given), as temp
+    tables handed by name to `drift_of`, so the batch computes from its own rows.
+
+    The compared pairs (`scope_pairs`, `scope_summary`, `scope_missing`) are the runs' own,
+    and the sample rows (`scope_sample_raw`, a view whose run filter is a constant list
+    that the Parquet scans check against row-group statistics), the sidecars whose samples
+    count (`scope_sample_sources`) and the scalar inputs (`scope_scalars`) those their pairs
+    compare: the runs' and their baselines'. Samples are most of the data and their
+    statistics most of the work, so the cost of a batch follows its runs and their
+    baselines, not the whole history. The rows are those the full views give for these
+    cohort-runs. `condition` (reading `refresh_scope`) and `scope_cohorts` stay valid
+    after the block.
+    """
+    from .cache import sql_string
+
+    con = store.con
+    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
+                "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [runs, stage])
+    condition = ("run_id IN (SELECT run_id FROM refresh_scope) "
+                 "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SCOPE_COHORTS} AS SELECT baseline_key, run_id FROM cohort_runs "
+                f"WHERE {condition}")
+    tables = {
+        "scope_pairs": f"SELECT * FROM baselines_of('{SCOPE_COHORTS}')",
+        "scope_summary": "SELECT * FROM baseline_summary_of('scope_pairs')",
+        "scope_missing": f"SELECT * FROM missing_baselines_of('{SCOPE_COHORTS}', 'scope_summary')",
+        "scope_compared": f"SELECT * FROM {SCOPE_COHORTS} UNION SELECT baseline_key, baseline_run_id FROM scope_pairs",
+    }
+    made: list[tuple[str, str]] = []
+    try:
+        for name, query in tables.items():
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
+            made.append(("TABLE", name))
+        # constant run lists, which the Parquet scans check against row-group statistics
+        listed = ", ".join(sql_string(run) for (run,) in con.execute(
+            "SELECT DISTINCT run_id FROM scope_compared ORDER BY run_id").fetchall()) or "NULL"
+        compared = (f"run_id IN ({listed}) AND (baseline_key, run_id) IN "
+                    "(SELECT baseline_key, run_id FROM scope_compared)")
+        steps = [
+            ("VIEW", "scope_sample_raw", f"SELECT * FROM samples_raw WHERE {compared}"),
+            # the winning sidecars over one row per sidecar, not per value
+            ("TABLE", "scope_sample_files", "SELECT DISTINCT baseline_key, run_id, written_at, source_file, "
+                                            "schema_version FROM scope_sample_raw"),
+            ("TABLE", "scope_sample_sources", "SELECT * FROM newest_sidecars('scope_sample_files')"),
+            ("VIEW", "scope_samples", "SELECT * FROM samples_of('scope_sample_raw', 'scope_sample_sources')"),
+            ("TABLE", "scope_scalars", f"SELECT * FROM scalar_facts_of('facts', 'scope_samples') WHERE {compared}"),
+        ]
+        for kind, name, query in steps:
+            con.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {query}")
+            made.append((kind, name))
+        yield Scope(condition, "drift_of('scope_pairs', 'scope_summary', 'scope_missing', 'scope_scalars', "
+                               "'scope_samples')")
+    finally:
+        for kind, name in reversed(made):
+            con.execute(f"DROP {kind} IF EXISTS temp.{name}")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .errors import InputError, StorageError
 from .cache import arrow_table
-from .compute import outputs_key, stage_drift
+from .compute import SCOPE_COHORTS, batch_drift, batches, materialised, outputs_key, scoped, stage_drift
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
 from .mirrors import (
@@ -35,10 +35,7 @@ from .mirrors import (
 
 FINGERPRINTS = ("git_commit", "config_hash", "data_fingerprint", "seed")
 LOCK_FILE = "refresh.lock"
-# Comparisons (a cohort-run, or one baseline cohort-run it is compared with) per batch of
-# runs: the demo's 8 runs are one batch, a run of 5,000 cohorts with 10 pooled baselines
-# is a batch of its own.
-BATCH_COMPARISONS = 20_000
+BATCH_DRIFT = "batch_drift"  # the drift rows of the batch of runs being written
 # Threads writing cohort files: encoding Parquet, fsync and rename release the GIL
 # (4 against 1: 5.3 s -> 3.1 s for a run of 500 cohorts, 2,000 files, on 2 cores).
 WRITERS = 4
@@ -173,7 +170,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         raise InputError(f"{store.root}: this store serves the cache as of the last refresh "
                          "(cached_only) and does not see the tree; refresh with a store that does "
                          "(connect without cached_only)")
-    with refresh_lock(store.root, on_wait), _materialised(store):
+    with refresh_lock(store.root, on_wait), materialised(store):
         known = [r[0] for r in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
         if all_runs:
             selected = known
@@ -191,50 +188,29 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         # a batch of runs at a time, published as it completes: the work and memory of each
         # step are bounded by its runs and their baselines, and a refresh stopped mid-way
         # keeps what it did
-        for batch in _batches(store, selected):
+        for batch in batches(store, selected):
             failed = len(summary.failed)
             try:
                 _refresh_runs(store, batch, stage, cohort_files, summary,
                               progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
                 if cohort_files and len(summary.failed) == failed:  # these runs' outputs are complete
-                    stage_drift(store.con, store.snapshot, "temp.drift", outputs_key(store.catalog, store.config))
+                    stage_drift(store.con, store.snapshot, BATCH_DRIFT, outputs_key(store.catalog, store.config))
             finally:
-                store.con.execute("DROP TABLE IF EXISTS temp.drift")
+                store.con.execute(f"DROP TABLE IF EXISTS temp.{BATCH_DRIFT}")
             _publish(store, summary)
         if not selected:
             _publish(store, summary)
         return summary
 
 
-def _batches(store: Any, selected: list[str]) -> list[list[str]]:
-    """`selected` in order, cut into batches of at most BATCH_COMPARISONS comparisons
-    (cohort-runs and the baseline cohort-runs they compare against); a run heavier than
-    that is a batch of its own. Small trees refresh in one go, large ones run by run."""
-    weights = dict(store.sql(
-        "SELECT run_id, count(*) FROM (SELECT run_id FROM cohort_runs UNION ALL "
-        "SELECT run_id FROM baselines) GROUP BY run_id").fetchall())
-    batches: list[list[str]] = []
-    load = 0
-    for run_id in selected:
-        weight = weights.get(run_id, 0)
-        if not batches or load + weight > BATCH_COMPARISONS:
-            batches.append([])
-            load = 0
-        batches[-1].append(run_id)
-        load += weight
-    return batches
-
-
 def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: bool,
                   summary: RefreshSummary, progress: Callable[[int, int], None] | None) -> None:
-    """Compute the drift of `runs` into `temp.drift` and write their outputs."""
-    con = store.con
-    with _narrowed(store, runs, stage) as scope:
-        # drift is computed once: a temp table shadows the view for the rollups below
-        con.execute(f"CREATE OR REPLACE TEMP TABLE drift AS SELECT * FROM {_original(con)}.drift WHERE {scope}")
-    _rollup_files(store, scope, summary)  # before the drift Parquet files: see above
+    """Compute the drift of `runs` into `batch_drift` and write their outputs."""
+    with scoped(store, runs, stage) as scope:
+        batch_drift(store, scope, BATCH_DRIFT)  # computed once, for the rollups and the cohort files
+    _rollup_files(store, scope.condition, summary)  # before the drift Parquet files: see above
     if cohort_files:
-        _cohort_files(store, scope, summary, progress)
+        _cohort_files(store, scope.condition, summary, progress)
 
 
 def _publish(store: Any, summary: RefreshSummary) -> None:
@@ -245,88 +221,6 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
         summary.failed.append((str(store.root / CACHE_DIR), str(exc)))
 
 
-@contextmanager
-def _shadowed(con: Any, relations: dict[str, str], kind: str = "TABLE") -> Iterator[None]:
-    """While inside, a temp table of each query (`name` -> query, made in order) shadows the
-    view of that name, for every view that reads it: computed once, not once per reader
-    (`kind` VIEW: a temp view instead, evaluated by each reader).
-
-    The queries name the views they narrow as `ORIGINAL.name` (the main schema's own),
-    since a bare or `main.` name already resolves to the temp table.
-    """
-    made: list[str] = []
-    try:
-        for name, query in relations.items():
-            con.execute(f"CREATE TEMP {kind} {name} AS {query}")
-            made.append(name)
-        yield
-    finally:
-        for name in reversed(made):
-            con.execute(f"DROP {kind} temp.{name}")
-
-
-def _original(con: Any) -> str:
-    """The qualified prefix of the main schema's own views (`memory.main`), which a temp
-    table of the same name does not shadow."""
-    return f'"{con.execute("SELECT current_database()").fetchall()[0][0]}".main'
-
-
-def _materialised(store: Any) -> Any:
-    """For a whole refresh: `fact_sources` (the sidecar that counts, per cohort-run) and
-    `cohort_runs`, which every batch and nearly every view reads, computed once."""
-    original = _original(store.con)
-    return _shadowed(store.con, {name: f"SELECT * FROM {original}.{name}"
-                                 for name in ("fact_sources", "cohort_runs")})
-
-
-@contextmanager
-def _narrowed(store: Any, runs: list[str], stage: str | None) -> Iterator[str]:
-    """While inside, the views compare only the cohort-runs of `runs` (of `stage`, if
-    given); yields the condition that picks those cohort-runs from a view (`scope`, which
-    reads the table `refresh_scope` and stays valid afterwards, as does the table of those
-    cohort-runs, `refresh_cohorts`).
-
-    The compared pairs (`baseline_summary`, `baselines`, `missing_baselines`) are cut to the
-    runs' own, and the sample rows (`samples_raw`, a view whose run filter is a constant
-    list that the Parquet scans check against row-group statistics), the cohort-runs whose
-    samples count (`sample_sources`) and `scalar_facts` to those their pairs compare: the
-    runs' and their baselines'. Samples are most of the data and their statistics most of
-    the work, so the cost of refreshing a run follows the run and its baselines, not the
-    whole history. The others are small tables made once, so the views reading them do not
-    evaluate them again. Pair ids are those of the full view, so every number is unchanged.
-    """
-    from .cache import sql_string
-
-    con = store.con
-    con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "
-                "SELECT unnest(?::VARCHAR[]) AS run_id, ?::VARCHAR AS stage", [runs, stage])
-    scope = ("run_id IN (SELECT run_id FROM refresh_scope) "
-             "AND stage IS NOT DISTINCT FROM coalesce((SELECT any_value(stage) FROM refresh_scope), stage)")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE refresh_cohorts AS SELECT baseline_key, run_id FROM cohort_runs "
-                f"WHERE {scope}")
-    con.execute("CREATE OR REPLACE TEMP TABLE refresh_pairs AS SELECT * FROM refresh_cohorts UNION "
-                f"SELECT baseline_key, baseline_run_id FROM baselines WHERE {scope}")
-    # constant run lists, which the Parquet scans check against row-group statistics
-    own = ", ".join(map(sql_string, runs))
-    listed = ", ".join(sql_string(run) for (run,) in con.execute(
-        "SELECT DISTINCT run_id FROM refresh_pairs ORDER BY run_id").fetchall()) or "NULL"
-    pairs = f"run_id IN ({listed}) AND (baseline_key, run_id) IN (SELECT baseline_key, run_id FROM refresh_pairs)"
-    original = _original(con)
-    with _shadowed(con, {"samples_raw": f"SELECT * FROM {original}.samples_raw WHERE {pairs}"}, "VIEW"), \
-            _shadowed(con, {
-                # first: its pair ids are numbered over every pair of the full `baselines`
-                "baseline_summary": f"SELECT * FROM {original}.baseline_summary WHERE run_id IN ({own})",
-                "baselines": f"SELECT * FROM {original}.baselines WHERE run_id IN ({own})",
-                "missing_baselines": f"SELECT * FROM {original}.missing_baselines WHERE run_id IN ({own})",
-                # of the narrowed rows: V008's macro over one row per sidecar, not per value
-                "sample_files": "SELECT DISTINCT baseline_key, run_id, written_at, source_file, schema_version "
-                                "FROM samples_raw",
-                "sample_sources": "SELECT * FROM newest_sidecars('sample_files')",
-                "scalar_facts": f"SELECT * FROM {original}.scalar_facts WHERE {pairs}",
-            }):
-        yield scope
-
-
 def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
                   progress: Callable[[int, int], None] | None) -> None:
     prefix = store.config.prefix
@@ -335,10 +229,10 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
         f" FROM cohort_runs WHERE {scope} ORDER BY baseline_key, run_id"
     ).fetchall()
     drift = dict(_groups(_arrow(store.sql(
-        "SELECT * FROM drift ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
+        f"SELECT * FROM {BATCH_DRIFT} ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
         DRIFT_SCHEMA_ID), "baseline_key", "run_id"))
     trends = dict(_groups(_arrow(store.sql(  # the trends of these cohort-runs alone (V009)
-        "SELECT * FROM trends_of('refresh_cohorts') ORDER BY baseline_key, run_id, metric"),
+        f"SELECT * FROM trends_of('{SCOPE_COHORTS}') ORDER BY baseline_key, run_id, metric"),
         TREND_SCHEMA_ID), "baseline_key", "run_id"))
     summary.cohorts += len(cohorts)
 
@@ -384,10 +278,10 @@ def _rollup_files(store: Any, scope: str, summary: RefreshSummary) -> None:
 
     prefix = store.config.prefix
     stages = _arrow(store.sql(
-        f"SELECT * FROM rollup_stage WHERE {scope} ORDER BY run_id, stage, view"),
+        f"SELECT * FROM rollup_stage_of('{BATCH_DRIFT}') WHERE {scope} ORDER BY run_id, stage, view"),
         ROLLUP_STAGE_SCHEMA_ID)
     views = dict(_groups(_arrow(store.sql(
-        f"SELECT * FROM rollup_view WHERE {scope} ORDER BY run_id, stage, view, level, target, "
+        f"SELECT * FROM rollup_view_of('{BATCH_DRIFT}') WHERE {scope} ORDER BY run_id, stage, view, level, target, "
         "symbol, measure, metric, baseline_kind, value"), ROLLUP_VIEW_SCHEMA_ID),
         "run_id", "stage", "view"))
     for (run_id, stage), part in _groups(stages, "run_id", "stage"):

@@ -15,9 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 import metricsduck
-from metricsduck import refresh as refresh_module
+from metricsduck import compute as compute_module
 from metricsduck.cli import main
-from metricsduck.demo import write_demo
 from metricsduck.errors import InputError
 from metricsduck.store import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, new_connection
 
@@ -25,11 +24,9 @@ ORDER = "ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo(demo_trees, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-run demo tree, never refreshed (no cache); tests must not write into it."""
-    root = tmp_path_factory.mktemp("batched") / "results"
-    write_demo(root, runs=4, seed=5)
-    return root
+    return demo_trees.copy(tmp_path_factory.mktemp("batched") / "results", runs=4, seed=5).root
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,7 @@ def plain(demo: Path) -> list[tuple]:
 
 def test_a_tree_never_refreshed_gets_the_same_drift_run_by_run(demo: Path, plain: list[tuple],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(refresh_module, "BATCH_COMPARISONS", 1)  # every run a batch of its own
+    monkeypatch.setattr(compute_module, "BATCH_COMPARISONS", 1)  # every run a batch of its own
     calls = []
     with metricsduck.connect(demo) as store:
         cohort_runs = store.sql("SELECT count(*) FROM cohort_runs").fetchall()[0][0]
@@ -73,13 +70,13 @@ def test_drift_of_one_run_computes_that_run_only(demo: Path, plain: list[tuple])
 def test_the_sql_command_computes_stale_drift_before_a_query_reading_it(
         demo: Path, plain: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
     computed = []
-    real = refresh_module.compute_drift
+    real = compute_module.compute_drift
 
     def compute_drift(store, runs=None, progress=None):
         computed.append(real(store, runs, progress))
         return computed[-1]
 
-    monkeypatch.setattr(refresh_module, "compute_drift", compute_drift)
+    monkeypatch.setattr(compute_module, "compute_drift", compute_drift)
     runner = CliRunner()
     facts = runner.invoke(main, ["sql", str(demo), "select count(*) AS n from facts", "--format", "json"])
     assert facts.exit_code == 0, facts.output
@@ -94,9 +91,8 @@ def test_the_sql_command_computes_stale_drift_before_a_query_reading_it(
     assert not (demo / ".metricsduck" / "cache").exists(), "computing drift writes nothing"
 
 
-def test_cached_and_computed_drift_together_equal_the_plain_view(tmp_path: Path) -> None:
-    root = tmp_path / "results"
-    write_demo(root, runs=4, seed=5)
+def test_cached_and_computed_drift_together_equal_the_plain_view(tmp_path: Path, demo_trees) -> None:
+    root = demo_trees.copy(tmp_path / "results", runs=4, seed=5).root
     with metricsduck.connect(root) as store:
         runs = [r for (r,) in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
         store.refresh(runs=runs[:2])  # the cache holds the drift of the first two runs
@@ -213,13 +209,12 @@ def test_running_out_of_memory_is_exit_7_naming_the_limits(demo: Path, monkeypat
 
 # --- --cached: the cache as of the last refresh, without a walk of the tree ---------------------
 
-def test_cached_only_serves_the_last_refresh_without_walking(tmp_path: Path) -> None:
+def test_cached_only_serves_the_last_refresh_without_walking(tmp_path: Path, demo_trees) -> None:
     import shutil
 
     from metricsduck.marks import write_mark
 
-    root = tmp_path / "results"
-    write_demo(root, runs=3, seed=5)
+    root = demo_trees.copy(tmp_path / "results", runs=3, seed=5).root
     with metricsduck.connect(root, cached_only=True) as store:  # no cache yet: it walks
         assert ("cache", "tree walked", "yes") in store.status()
         runs = [r for (r,) in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]

@@ -69,7 +69,7 @@ def test_a_refreshed_tree_has_nothing_stale(tree):
         assert stale_runs(store) == []
 
 
-@pytest.mark.parametrize("change", ["trend.window", "trends_of", "rollup_stage"])
+@pytest.mark.parametrize("change", ["trend.window", "trends_of", "rollup_stage_of"])
 def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, change):
     root, open_store, cohort_runs = tree
     drift_before = files(root, "drift")
@@ -81,7 +81,7 @@ def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, ch
         edit(sql_dir / "macros" / "trends_of.sql", "        ELSE 'flat'\n    END AS direction",
              "        ELSE 'flat'\n    END AS direction_old, 'flat' AS direction")
     else:
-        edit(sql_dir / "views" / "rollup_stage.sql", "c.run_id, r.run_started_at", "c.run_id, r.run_started_at + INTERVAL 0 DAY AS run_started_at")
+        edit(sql_dir / "macros" / "rollup_stage_of.sql", "c.run_id, r.run_started_at", "c.run_id, r.run_started_at + INTERVAL 0 DAY AS run_started_at")
 
     with open_store(window=window) as store:
         assert store.snapshot.stale == 0  # not one drift row to recompute
@@ -92,7 +92,7 @@ def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, ch
         assert stale_runs(store) == []
 
     assert files(root, "drift") == drift_before  # the cached rows, rendered again, byte for byte
-    if change == "rollup_stage":
+    if change == "rollup_stage_of":
         assert files(root, "trend") == trend_before
     else:
         assert files(root, "trend") != trend_before
@@ -102,14 +102,14 @@ def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, ch
         assert stale_runs(store) == []
 
 
-@pytest.mark.parametrize("change", ["drift.psi_bins", "drift_scalar", "two_sample_bins"])
+@pytest.mark.parametrize("change", ["drift.psi_bins", "drift_scalar_of", "two_sample_bins"])
 def test_a_drift_change_makes_every_cached_drift_row_stale(tree, sql_dir, change):
     root, open_store, cohort_runs = tree
     bins = 10
     if change == "drift.psi_bins":
         bins = 5
-    elif change == "drift_scalar":
-        edit(sql_dir / "views" / "drift_scalar.sql", "THEN t.delta / t.baseline_std", "THEN t.delta / t.baseline_std + 0")
+    elif change == "drift_scalar_of":
+        edit(sql_dir / "macros" / "drift_scalar_of.sql", "THEN t.delta / t.baseline_std", "THEN t.delta / t.baseline_std + 0")
     else:
         edit(sql_dir / "macros" / "two_sample_bins.sql", "AS contribution", "+ 0 AS contribution")
 

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
+from metricsduck.catalog import discover
 from metricsduck.cli import main
 from metricsduck.writer import write_cohort_metrics
 
@@ -96,8 +97,10 @@ def test_status_on_an_empty_folder_is_exact_and_writes_nothing(runner: CliRunner
     lines = result.output.splitlines()
     assert lines[0] == "section,item,value"
     assert lines[1] == f"tree,root,{root.resolve()}"
-    assert "catalog,persisted,no (run `metricsduck init`)" in lines
-    assert "sql,V001__sources.sql,pending" in lines
+    assert "catalog,persisted,no (`metricsduck init` writes one)" in lines
+    facts = discover()["facts"].fingerprint[:12]
+    assert f"sql,views/facts.sql,{facts} not persisted" in lines
+    assert len([line for line in lines if line.startswith("sql,")]) == len(discover())
     assert lines[-13:] == ["data,metric sidecars,0", "data,sample sidecars,0", "data,runs,0",
                            "data,cohort-runs,0", "data,baseline keys,0", "data,fact rows,0",
                            "data,bad files,0", f"cache,folder,{root.resolve()}/.metricsduck/cache",
@@ -110,8 +113,9 @@ def test_init_persists_a_catalog_usable_from_any_directory(
         runner: CliRunner, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = run(runner, "init", tree, "--format", "csv")
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[0] == "sql_file,before,now"
-    assert "V001__sources.sql,pending,applied" in result.stdout.splitlines()
+    facts = discover()["facts"].fingerprint[:12]
+    assert result.stdout.splitlines()[0] == "definition,fingerprint,before"
+    assert f"views/facts.sql,{facts},not persisted" in result.stdout.splitlines()
     assert result.stderr == f"metricsduck: catalog written to {tree / '.metricsduck' / 'catalog.duckdb'}\n"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -121,7 +125,7 @@ def test_init_persists_a_catalog_usable_from_any_directory(
     assert con.sql("select count(*) from drift where tier = 'ALERT'").fetchall()[0][0] > 0
     con.close()
     again = run(runner, "init", tree, "--format", "csv")
-    assert "V001__sources.sql,applied,applied" in again.stdout.splitlines()
+    assert f"views/facts.sql,{facts},current" in again.stdout.splitlines()
 
 
 def test_sql_prints_rows_in_each_format(runner: CliRunner, tree: Path) -> None:

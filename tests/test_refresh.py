@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import metricsduck
-from metricsduck.demo import write_demo
 
 LATEST = "demo_run_06"
 
@@ -145,11 +144,10 @@ def test_second_refresh_writes_nothing(demo_store) -> None:
     assert again.runs == [] and again.written == 0
 
 
-def test_same_tree_gives_byte_identical_drift_files(tmp_path: Path) -> None:
+def test_same_tree_gives_byte_identical_drift_files(tmp_path: Path, demo_trees) -> None:
     outputs = []
-    for name in ("a", "b"):
-        root = tmp_path / name
-        write_demo(root, runs=2, seed=3)
+    for name in ("a", "b"):  # the same sidecars at two paths, each refreshed on its own
+        root = demo_trees.copy(tmp_path / name, runs=2, seed=3).root
         with metricsduck.connect(root) as store:
             store.refresh()
         outputs.append({str(p.relative_to(root)): p.read_bytes()
@@ -182,19 +180,18 @@ def test_refresh_of_a_new_run_only_touches_that_run(tmp_path: Path) -> None:
 
 
 def test_refreshing_run_by_run_gives_the_same_bytes_as_all_runs_at_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_trees) -> None:
     """Large trees are refreshed in batches of runs, each computed with the views narrowed to
     its runs' pairs and samples; that must change no byte of any output, nor the drift
     rows the cache keeps."""
-    from metricsduck import refresh as refresh_module
+    from metricsduck import compute as compute_module
 
     outputs, cached = {}, {}
-    source = tmp_path / "demo"
-    write_demo(source, runs=4, seed=5)
-    for name, batch in (("together", refresh_module.BATCH_COMPARISONS), ("one_by_one", 1)):
+    source = demo_trees.shared(runs=4, seed=5).root  # only copied from
+    for name, batch in (("together", compute_module.BATCH_COMPARISONS), ("one_by_one", 1)):
         root = tmp_path / name
         shutil.copytree(source, root)  # the same sidecars, written once
-        monkeypatch.setattr(refresh_module, "BATCH_COMPARISONS", batch)
+        monkeypatch.setattr(compute_module, "BATCH_COMPARISONS", batch)
         with metricsduck.connect(root) as store:
             assert store.refresh(all_runs=True).failed == []
         outputs[name] = {str(p.relative_to(root)): p.read_bytes()

@@ -1,13 +1,4 @@
 -- One row per retained sample value of each cohort-run and distribution: the rows of its
--- winning sidecar (`sample_sources`)..
+-- winning sidecar (`sample_sources`).
 CREATE OR REPLACE VIEW samples AS
-SELECT
-    s.run_id, s.run_started_at, s.written_at, s.stage, s.view, s.target, s.symbol, s.cohort_id,
-    s.baseline_key, s.distribution, s.n_total, s.n_missing, s.value, s.source_file
-FROM samples_raw AS s
-SEMI JOIN sample_sources AS w
-    ON s.baseline_key IS NOT DISTINCT FROM w.baseline_key
-    AND s.run_id IS NOT DISTINCT FROM w.run_id
-    AND s.written_at IS NOT DISTINCT FROM w.written_at
-    AND s.source_file IS NOT DISTINCT FROM w.source_file
-WHERE s.schema_version = 1;
+SELECT * FROM samples_of('samples_raw', 'sample_sources');

@@ -2,16 +2,4 @@
 -- own number '<distribution>.missing_rate' (n_missing / n_total), so missingness drifts
 -- like any metric.
 CREATE OR REPLACE VIEW scalar_facts AS
-SELECT
-    stage, view, target, symbol, baseline_key, run_id, run_started_at, cohort_id,
-    metric, kind, value, value_text
-FROM facts
-UNION ALL
-SELECT
-    any_value(stage), any_value(view), any_value(target), any_value(symbol), baseline_key,
-    run_id, any_value(run_started_at), any_value(cohort_id),
-    distribution || '.missing_rate', 'number',
-    CASE WHEN any_value(n_total) > 0 THEN any_value(n_missing) / any_value(n_total) END,
-    CASE WHEN any_value(n_total) = 0 THEN 'nan' END
-FROM samples
-GROUP BY baseline_key, run_id, distribution;
+SELECT * FROM scalar_facts_of('facts', 'samples');

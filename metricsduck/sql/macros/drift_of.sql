@@ -1,0 +1,35 @@
+-- The drift of every cohort-run, computed: one row per cohort-run x baseline kind x item,
+-- item_kind 'metric' (from drift_scalar) or 'distribution' (from drift_distribution),
+-- with the tier, status and main numbers of each; columns that do not apply to an item
+-- kind are NULL. Queries read `drift`, which serves these rows from the compacted cache
+-- where it holds them (metricsduck/compute.py).
+-- drift_of(pairs, summary, missing, scalars, sample_rows): the same for the pairs of
+-- `pairs` (rows of baselines), `summary` (of baseline_summary) and `missing` (of
+-- missing_baselines), from the rows of scalar_facts in `scalars` and of samples in
+-- `sample_rows`: metricsduck/compute.py computes a batch of runs so, from their own rows.
+CREATE OR REPLACE MACRO drift_of(pairs, summary, missing, scalars, sample_rows) AS TABLE
+SELECT
+    stage, view, target, symbol, baseline_key, run_id, run_started_at, cohort_id,
+    baseline_kind, baseline_run_id, baseline_runs,
+    'metric' AS item_kind, metric AS item, kind,
+    tier, tier_rank, status, is_critical,
+    current_value, baseline_value, baseline_std, delta, rel_delta, rel_delta_status, z,
+    current_text, baseline_text,
+    CAST(NULL AS BIGINT) AS n, CAST(NULL AS BIGINT) AS m,
+    CAST(NULL AS DOUBLE) AS psi, CAST(NULL AS DOUBLE) AS psi_critical,
+    CAST(NULL AS BOOLEAN) AS psi_significant,
+    CAST(NULL AS DOUBLE) AS ks_d, CAST(NULL AS DOUBLE) AS ks_p,
+    CAST(NULL AS VARCHAR) AS psi_tier, CAST(NULL AS VARCHAR) AS ks_tier,
+    current_view, baseline_view, sanity_status, fingerprint_diff
+FROM drift_scalar_of(pairs, summary, missing, scalars)
+UNION ALL
+SELECT
+    d.stage, d.view, d.target, d.symbol, d.baseline_key, d.run_id, d.run_started_at, d.cohort_id,
+    d.baseline_kind, d.baseline_run_id, d.baseline_runs,
+    'distribution', d.distribution, 'distribution',
+    d.tier, d.tier_rank, d.status, false,
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL,
+    d.n, d.m, d.psi, d.psi_critical, d.psi_significant, d.ks_d, d.ks_p, d.psi_tier, d.ks_tier,
+    d.current_view, d.baseline_view, d.sanity_status, d.fingerprint_diff
+FROM drift_distribution_of(pairs, summary, missing, sample_rows) AS d;
