@@ -23,20 +23,18 @@ from .catalog import bind_sources, catalog_path, catalog_states, discover, persi
 from .config import Config, load_config, resolve_config
 from .errors import ConfigError, InputError, StorageError
 from .layout import CACHE_DIR, CONFIG_FILE, baseline_key, sidecar_name
-from .mirrors import (
+from .mirrors import drift_mirror, metrics_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror
+from .vocab import (
     DRIFT_SCHEMA_ID,
+    FINGERPRINT_FIELDS,
     METRICS_SCHEMA_ID,
     ROLLUP_STAGE_SCHEMA_ID,
     ROLLUP_VIEW_SCHEMA_ID,
+    SAMPLES_SCHEMA_ID,
+    SCHEMA_METADATA_KEY,
     TREND_SCHEMA_ID,
-    drift_mirror,
-    metrics_mirror,
-    stage_rollup_mirror,
-    trend_mirror,
-    view_rollup_mirror,
 )
-from .refresh import FINGERPRINTS
-from .writer import SAMPLES_SCHEMA_ID, SCHEMA_METADATA_KEY, SCHEMA_VERSION, metrics_schema
+from .writer import SCHEMA_VERSION, metrics_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -93,7 +91,8 @@ def _open_store(root: Path, config: Config, sql_dir: Path | None) -> Store:
     are left out and listed in `bad_files`), without the views, which `check` does not
     query. In memory: nothing is written.
     """
-    from .store import Store, new_connection
+    from .engine import new_connection
+    from .store import Store
 
     con = new_connection()
     try:
@@ -254,7 +253,7 @@ class _Checker:
             fingerprints = None
             if facts is not None and facts.num_rows:
                 first = _padded(facts).slice(0, 1).to_pylist()[0]
-                fingerprints = {key: first[key] for key in FINGERPRINTS}
+                fingerprints = {key: first[key] for key in FINGERPRINT_FIELDS}
             self._pair(folder, names, prefix, "drift", (DRIFT_SCHEMA_ID,),
                        None if fingerprints is None
                        else lambda table, _: drift_mirror(table.to_pylist(), fingerprints))

@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import ExitCode, MetricsDuckError
+from .vocab import BASELINE_KINDS, DIRECTIONS, ITEM_KINDS, LEVELS, TIERS
 
 if TYPE_CHECKING:
     from .config import Config
@@ -48,7 +49,7 @@ class Group(click.Group):
             if ctx.meta.get("metricsduck.debug"):
                 raise
             if type(exc).__name__ == "OutOfMemoryException":  # duckdb's, not imported up here
-                from .store import out_of_resources
+                from .engine import out_of_resources
 
                 fail(str(out_of_resources(exc)), ExitCode.RESOURCES)
             fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)",
@@ -297,11 +298,11 @@ DRIFT_TABLE_COLUMNS = (
 @main.command()
 @ROOT
 @filter_options
-@click.option("--baseline", type=click.Choice(["previous_run", "rolling", "last_good_run"]),
+@click.option("--baseline", type=click.Choice(BASELINE_KINDS),
               help="Only this baseline kind.")
-@click.option("--tier", type=click.Choice(["OK", "WARN", "ALERT"]),
+@click.option("--tier", type=click.Choice(TIERS),
               help="Only rows at least this bad (WARN shows WARN and ALERT).")
-@click.option("--item", type=click.Choice(["metric", "distribution"]), help="Only metrics or distributions.")
+@click.option("--item", type=click.Choice(ITEM_KINDS), help="Only metrics or distributions.")
 @with_store
 @output_options
 def drift(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
@@ -328,7 +329,7 @@ TREND_TABLE_COLUMNS = (
 @ROOT
 @filter_options
 @click.option("--metric", help="Only this metric.")
-@click.option("--direction", type=click.Choice(["increasing", "decreasing", "flat"]),
+@click.option("--direction", type=click.Choice(DIRECTIONS),
               help="Only trends going this way.")
 @with_store
 @output_options
@@ -353,7 +354,7 @@ def trend(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
 @click.option("--stage", help="Only this stage, e.g. TARGET_RANKING.")
 @click.option("--view", help="Only this view, e.g. CROSS_SECTIONAL.")
 @click.option("--run", help="A run id, or 'latest'.")
-@click.option("--level", type=click.Choice(["stage", "view", "target", "symbol"]), default="view",
+@click.option("--level", type=click.Choice(LEVELS), default="view",
               show_default=True, help="stage: one row per view of each stage; else that level "
                                       "of the view rollup.")
 @click.option("--measure", help="Only this measure of the view rollup, e.g. worst_item, p90, "

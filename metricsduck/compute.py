@@ -19,9 +19,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .cache import (
-    DRIFT_ENTRY, DRIFT_SOURCE, Segment, Snapshot, _create_from, _located, _prune, _segment_counts,
-    _segment_reads, arrow_table, listing_schema, segment_name,
+from .engine import arrow_table
+from .snapshot import create_from, segment_reads
+from .snapshot.segments import (
+    DRIFT_ENTRY,
+    DRIFT_SOURCE,
+    Segment,
+    listing_schema,
+    located,
+    prune,
+    segment_counts,
+    segment_name,
 )
 
 if TYPE_CHECKING:
@@ -29,6 +37,7 @@ if TYPE_CHECKING:
 
     from .catalog import Catalog
     from .config import Config
+    from .snapshot import Snapshot
     from .store import Store
 
 COMPUTED = "drift_computed"  # the view that computes drift
@@ -84,11 +93,11 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
         "FROM cumulative, marks_digest", [key])
     if not snapshot.use_cache:
         return
-    _create_from(con, "cache_drift", _located(snapshot, snapshot.drift),
+    create_from(con, "cache_drift", located(snapshot, snapshot.drift),
                  "SELECT * FROM rows SEMI JOIN cache_fingerprints USING (baseline_key, run_id, fingerprint)")
     snapshot.drift = arrow_table(con.sql(f"SELECT {', '.join(DRIFT_ENTRY)} FROM cache_drift")).cast(
         listing_schema(DRIFT_ENTRY))
-    _prune(snapshot)
+    prune(snapshot)
     con.execute("CREATE OR REPLACE TABLE cache_stale AS SELECT baseline_key, run_id FROM cache_fingerprints "
                 "ANTI JOIN cache_drift USING (baseline_key, run_id)")
     snapshot.stale = con.execute("SELECT count(*) FROM cache_stale").fetchall()[0][0]
@@ -105,9 +114,9 @@ def serve_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
     nothing."""
     # drift_fresh has drift_computed's columns; describing the view would bind it again
     columns = ", ".join(c[0] for c in con.execute("DESCRIBE drift_fresh").fetchall())
-    live = _segment_counts(snapshot.drift.column("segment"))
+    live = segment_counts(snapshot.drift.column("segment"))
     snapshot.bound = [b for b in snapshot.bound if not b.rsplit("/", 1)[-1].startswith(f"{DRIFT_SOURCE}-")]
-    parts = _segment_reads(snapshot, DRIFT_SOURCE, live, columns,
+    parts = segment_reads(snapshot, DRIFT_SOURCE, live, columns,
                            "(baseline_key, run_id, segment_file) IN "
                            "(SELECT baseline_key, run_id, segment_file FROM cache_drift)")
     parts.append(f"SELECT {columns} FROM drift_fresh")
@@ -310,7 +319,7 @@ def scoped(store: Store, runs: list[str], stage: str | None) -> Iterator[Scope]:
     cohort-runs. `condition` (reading `refresh_scope`) and `scope_cohorts` stay valid
     after the block.
     """
-    from .cache import sql_string
+    from .engine import sql_string
 
     con = store.con
     con.execute("CREATE OR REPLACE TEMP TABLE refresh_scope AS "

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from .files import parquet_bytes, write_atomic
 from .layout import CACHE_DIR, check_name
+from .vocab import MARKS_SCHEMA_ID, SCHEMA_METADATA_KEY
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 MARKS_DIR = "marks"
-MARKS_SCHEMA_ID = "metricsduck/mark/v1"
 
 
 def marks_schema() -> pa.Schema:
@@ -31,7 +31,7 @@ def marks_schema() -> pa.Schema:
             pa.field("reason", pa.string()),
             pa.field("marked_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ],
-        metadata={b"metricsduck.schema": MARKS_SCHEMA_ID.encode()},
+        metadata={SCHEMA_METADATA_KEY: MARKS_SCHEMA_ID.encode()},
     )
 
 

@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
-DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
-TREND_SCHEMA_ID = "metricsduck/trend/v1"
-ROLLUP_VIEW_SCHEMA_ID = "metricsduck/rollup_view/v1"
-ROLLUP_STAGE_SCHEMA_ID = "metricsduck/rollup_stage/v1"
-TIERS = ("OK", "WARN", "ALERT")
+
+from .vocab import (
+    DRIFT_SCHEMA_ID,
+    FINGERPRINT_FIELDS,
+    ITEM_KINDS,
+    METRICS_SCHEMA_ID,
+    ROLLUP_STAGE_SCHEMA_ID,
+    ROLLUP_VIEW_SCHEMA_ID,
+    TIERS,
+    TREND_SCHEMA_ID,
+)
 
 _IDENTITY = ("stage", "view", "target", "symbol", "baseline_key", "run_id", "run_started_at", "cohort_id")
 _METRIC_FIELDS = (
@@ -50,7 +55,7 @@ def metrics_mirror(facts: pa.Table) -> dict[str, Any]:
             for k in ("run_id", "run_started_at", "written_at", "stage", "view", "target",
                       "symbol", "cohort_id", "baseline_key")
         },
-        "fingerprints": {k: first[k] for k in ("git_commit", "config_hash", "data_fingerprint", "seed")},
+        "fingerprints": {k: first[k] for k in FINGERPRINT_FIELDS},
         "verdict": {"good": first["good"], "audit_valid": first["audit_valid"]},
         "metrics": {
             row["metric"]: {"kind": row["kind"], "value": row["value"], "value_text": row["value_text"]}
@@ -70,7 +75,7 @@ def drift_mirror(rows: list[Mapping[str, Any]], fingerprints: Mapping[str, Any])
     baselines: dict[str, Any] = {}
     metrics: dict[str, dict[str, Any]] = {}
     distributions: dict[str, dict[str, Any]] = {}
-    counts = {kind: {tier: 0 for tier in TIERS} for kind in ("metric", "distribution")}
+    counts = {kind: {tier: 0 for tier in TIERS} for kind in ITEM_KINDS}
     for row in rows:
         kind = row["baseline_kind"]
         baselines.setdefault(kind, {

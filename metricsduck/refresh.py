@@ -17,23 +17,28 @@ the drift JSON and the drift Parquet (WRITERS cohorts side by side, each in that
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
-from .errors import InputError, StorageError
-from .cache import arrow_table
 from .compute import SCOPE_COHORTS, batch_drift, batches, materialised, outputs_key, scoped, stage_drift
+from .engine import arrow_table
+from .errors import InputError, StorageError
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import CACHE_DIR, sidecar_name
-from .mirrors import (
-    DRIFT_SCHEMA_ID, ROLLUP_STAGE_SCHEMA_ID, ROLLUP_VIEW_SCHEMA_ID, TREND_SCHEMA_ID,
-    drift_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror,
+from .mirrors import drift_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror
+from .vocab import (
+    DRIFT_SCHEMA_ID,
+    FINGERPRINT_FIELDS,
+    ROLLUP_STAGE_SCHEMA_ID,
+    ROLLUP_VIEW_SCHEMA_ID,
+    SCHEMA_METADATA_KEY,
+    TREND_SCHEMA_ID,
 )
 
-FINGERPRINTS = ("git_commit", "config_hash", "data_fingerprint", "seed")
 LOCK_FILE = "refresh.lock"
 BATCH_DRIFT = "batch_drift"  # the drift rows of the batch of runs being written
 # Threads writing cohort files: encoding Parquet, fsync and rename release the GIL
@@ -116,12 +121,12 @@ def stale_runs(store: Any) -> list[str]:
 
 
 def _arrow(relation: Any, schema_id: str) -> Any:
-    return arrow_table(relation).replace_schema_metadata({b"metricsduck.schema": schema_id.encode()})
+    return arrow_table(relation).replace_schema_metadata({SCHEMA_METADATA_KEY: schema_id.encode()})
 
 
 def _groups(table: Any, *columns: str) -> Iterator[tuple[tuple, Any]]:
     """`(key, slice)` for each run of equal `columns` values in a table sorted by them."""
-    keys = list(zip(*(table.column(c).to_pylist() for c in columns)))
+    keys = list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
     start = 0
     for index in range(1, len(keys) + 1):
         if index == len(keys) or keys[index] != keys[start]:
@@ -191,8 +196,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         for batch in batches(store, selected):
             failed = len(summary.failed)
             try:
-                _refresh_runs(store, batch, stage, cohort_files, summary,
-                              progress and (lambda done, _, base=summary.cohorts: progress(base + done, total)))
+                _refresh_runs(store, batch, stage, cohort_files, summary, _offset(progress, summary.cohorts, total))
                 if cohort_files and len(summary.failed) == failed:  # these runs' outputs are complete
                     stage_drift(store.con, store.snapshot, BATCH_DRIFT, outputs_key(store.catalog, store.config))
             finally:
@@ -201,6 +205,14 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         if not selected:
             _publish(store, summary)
         return summary
+
+
+def _offset(progress: Callable[[int, int], None] | None, base: int,
+            total: int) -> Callable[[int, int], None] | None:
+    """`progress` for one batch: its cohorts counted after the `base` already done, of `total`."""
+    if progress is None:
+        return None
+    return lambda done, _: progress(base + done, total)
 
 
 def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: bool,
@@ -225,7 +237,7 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
                   progress: Callable[[int, int], None] | None) -> None:
     prefix = store.config.prefix
     cohorts = store.sql(
-        "SELECT baseline_key, run_id, source_file, " + ", ".join(FINGERPRINTS) +
+        "SELECT baseline_key, run_id, source_file, " + ", ".join(FINGERPRINT_FIELDS) +
         f" FROM cohort_runs WHERE {scope} ORDER BY baseline_key, run_id"
     ).fetchall()
     drift = dict(_groups(_arrow(store.sql(
@@ -252,7 +264,8 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
         part = drift.get((baseline_key, run_id))
         if part is not None:
             rows = part.to_pylist()
-            put("drift", "json", json_bytes(drift_mirror(rows, dict(zip(FINGERPRINTS, fingerprints)))))
+            compared = dict(zip(FINGERPRINT_FIELDS, fingerprints, strict=True))
+            put("drift", "json", json_bytes(drift_mirror(rows, compared)))
             # last: a cohort-run whose drift Parquet is written has all of its files
             put("drift", "parquet", parquet_bytes(part))
             alerts = [row["item_kind"] for row in rows if row["tier"] == "ALERT"]

@@ -17,9 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import arrow_table
+from .engine import arrow_table
 from .errors import InputError
-from .store import BASELINE_KINDS, Store
+from .store import Store
+from .vocab import BASELINE_KINDS
 
 if TYPE_CHECKING:
     import duckdb

@@ -12,12 +12,12 @@ from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, write_atomic
 from .layout import check_name, cohort_dir, derive_cohort_id
+from .vocab import FINGERPRINT_FIELDS
 from .writer import encode_metric, utc_timestamp, write_cohort_metrics
 
 if TYPE_CHECKING:
     from .refresh import RefreshSummary
 
-FINGERPRINT_KEYS = ("git_commit", "config_hash", "data_fingerprint", "seed")
 
 
 def default_run_id(started_at: datetime) -> str:
@@ -101,7 +101,7 @@ class ReproducibilityTracker:
             run_started_at=self.run_started_at,
             stage=stage, view=view, target=target, symbol=symbol, cohort_id=cohort_id,
             metrics=metrics, samples=samples,
-            **{key: metadata.get(key) for key in FINGERPRINT_KEYS},
+            **{key: metadata.get(key) for key in FINGERPRINT_FIELDS},
             good=metadata.get("good"),
             audit_valid=audit_valid,
             written_at=written_at,

@@ -19,15 +19,14 @@ from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, parquet_bytes, write_atomic
 from .layout import baseline_key, check_name, check_symbol, cohort_id_from_dir, sidecar_name
-from .mirrors import METRICS_SCHEMA_ID, metrics_mirror
+from .mirrors import metrics_mirror
+from .vocab import FINGERPRINT_FIELDS, METRICS_SCHEMA_ID, SAMPLES_SCHEMA_ID, SCHEMA_METADATA_KEY
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
 SCHEMA_VERSION = 1
-SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
-SCHEMA_METADATA_KEY = b"metricsduck.schema"
 
 KIND_NUMBER, KIND_BOOL, KIND_TEXT = "number", "bool", "text"
 
@@ -86,7 +85,7 @@ def samples_schema() -> pa.Schema:
     return pa.schema(fields, metadata={SCHEMA_METADATA_KEY: SAMPLES_SCHEMA_ID.encode()})
 
 
-_FACT_ONLY = {"git_commit", "config_hash", "data_fingerprint", "seed", "good", "audit_valid"}
+_FACT_ONLY = {*FINGERPRINT_FIELDS, "good", "audit_valid"}
 
 
 def utc_timestamp(key: str, value: Any) -> datetime:

@@ -18,7 +18,7 @@ import metricsduck
 from metricsduck import compute as compute_module
 from metricsduck.cli import main
 from metricsduck.errors import InputError
-from metricsduck.store import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, new_connection
+from metricsduck.engine import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, new_connection
 
 ORDER = "ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"
 

@@ -31,7 +31,7 @@ import pytest
 from click.testing import CliRunner
 
 import metricsduck
-import metricsduck.cache
+import metricsduck.snapshot.segments
 from metricsduck.cli import main
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
@@ -179,7 +179,7 @@ def segment_files(root: Path) -> set[str]:
 
 def drift_segments(root: Path) -> set[str]:
     """Segments of materialised drift rows named by the drift index, if there is one."""
-    index = cache_folder(root) / metricsduck.cache.DRIFT_INDEX_FILE
+    index = cache_folder(root) / metricsduck.snapshot.segments.DRIFT_INDEX_FILE
     if not index.exists():
         return set()
     return {s for s in pq.read_table(index, columns=["segment"]).column("segment").to_pylist() if s}
@@ -685,7 +685,7 @@ def test_a_failed_connect_leaves_no_staging_folder(tmp_path: Path, private_tmp: 
 
 def test_many_segments_are_compacted_and_retired_after_the_grace_period(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metricsduck.cache, "MAX_SEGMENTS", 2)
+    monkeypatch.setattr(metricsduck.snapshot.segments, "MAX_SEGMENTS", 2)
     root = tmp_path / "results"
     rng = small_tree(root, runs=2)
     refresh(root)
@@ -706,7 +706,7 @@ def test_many_segments_are_compacted_and_retired_after_the_grace_period(
         expected = contents(store)
         refresh(root)
         assert contents(store) == expected
-    monkeypatch.setattr(metricsduck.cache, "RETIRED_GRACE_S", 0)
+    monkeypatch.setattr(metricsduck.snapshot.segments, "RETIRED_GRACE_S", 0)
     for run in (6, 7):
         unreferenced = segment_files(root) - referenced(root)
         write_run(root, rng, run)
@@ -719,7 +719,7 @@ def test_compaction_keeps_only_the_live_rows_of_changed_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Compaction merges segments by their live files: the old rows of a rewritten sidecar
     (still in an old segment) must not be merged in beside its new rows."""
-    monkeypatch.setattr(metricsduck.cache, "MAX_SEGMENTS", 1)
+    monkeypatch.setattr(metricsduck.snapshot.segments, "MAX_SEGMENTS", 1)
     root = tmp_path / "results"
     rng = small_tree(root, runs=2)
     refresh(root)

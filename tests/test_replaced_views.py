@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from metricsduck.catalog import apply, discover, fill_settings, packaged_sql_dir
-from metricsduck.cache import typed_empty
+from metricsduck.snapshot import typed_empty
 from metricsduck.config import load_config
 from metricsduck.marks import marks_schema
 from metricsduck.writer import metrics_schema, samples_schema

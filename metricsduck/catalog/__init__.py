@@ -20,7 +20,14 @@ from ..config import Config
 from ..errors import SqlFileError, StorageError
 from ..layout import CACHE_DIR, CATALOG_FILE
 from .definitions import (
-    INPUTS, Catalog, Definition, discover, ledger_changes, packaged_sql_dir, read_ledger, update_ledger,
+    INPUTS,
+    Catalog,
+    Definition,
+    discover,
+    ledger_changes,
+    packaged_sql_dir,
+    read_ledger,
+    update_ledger,
 )
 from .settings import fill_settings, settings_values
 from .sources import bind_sources, write_placeholders
@@ -28,7 +35,7 @@ from .sources import bind_sources, write_placeholders
 if TYPE_CHECKING:
     import duckdb
 
-    from ..cache import Snapshot
+    from ..snapshot import Snapshot
 
 __all__ = [
     "INPUTS", "Catalog", "Definition", "apply", "bind_sources", "build", "cache_key", "catalog_path",
@@ -57,7 +64,7 @@ def apply(con: duckdb.DuckDBPyConnection, definition: Definition) -> None:
     documentation becomes the object's comment."""
     import duckdb
 
-    from ..cache import sql_string
+    from ..engine import sql_string
 
     start = definition.text.find(definition.statement)
     try:

@@ -231,8 +231,8 @@ def discover(sql_dir: Path | None = None, settings: Mapping[str, str] | None = N
             raw[name] = (kind, path, text, statement, doc, relations, identifiers)
     if not raw:
         raise SqlFileError(folder, None, "holds no views/*.sql or macros/*.sql")
-    for name, (kind, path, text, statement, doc, relations, identifiers) in raw.items():
-        relations.intersection_update(set(raw) - {name})
+    for name, found in raw.items():  # only definitions are dependencies, never itself
+        found[5].intersection_update(set(raw) - {name})
     order = _ordered(raw)
     definitions: dict[str, Definition] = {}
     for name in order:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..cache import Snapshot, misfits, read_files, sql_string, take_snapshot, typed_empty, unreadable
 from ..config import Config
+from ..engine import sql_string
 from ..layout import CACHE_DIR, sidecar_name
+from ..snapshot import Snapshot, misfits, read_files, take_snapshot, typed_empty, unreadable
 
 PLACEHOLDER_DIR = "empty"
 

@@ -1,0 +1,144 @@
+"""DuckDB as metricsduck uses it: connections within bounds, and the small SQL helpers.
+
+Every connection prints no progress bar, spills to a folder of its own, and stops at a
+memory and a spill limit (`new_connection`); when DuckDB runs out of either, the error
+says which limits were in force (`out_of_resources`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError, ResourceError
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+ARROW_TO_DUCKDB = {
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "string": "VARCHAR",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+}
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def arrow_table(relation: Any) -> Any:
+    """A DuckDB relation's rows as an Arrow table (DuckDB 2 hands back a RecordBatchReader)."""
+    result = relation.arrow()
+    return result.read_all() if hasattr(result, "read_all") else result
+
+
+def relation_kind(con: Any, name: str) -> str | None:
+    """'VIEW' or 'TABLE' for a relation of the main schema, None if there is none."""
+    rows = con.execute("SELECT table_type FROM information_schema.tables "
+                       "WHERE table_schema = 'main' AND table_name = ?", [name]).fetchall()
+    return ("VIEW" if rows[0][0] == "VIEW" else "TABLE") if rows else None
+
+
+MEMORY_LIMIT_ENV = "METRICSDUCK_MEMORY_LIMIT"
+TEMP_LIMIT_ENV = "METRICSDUCK_TEMP_LIMIT"
+
+
+def new_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that prints no progress bar and works within bounds.
+
+    It spills to a folder of its own under `$TMPDIR/metricsduck-spill` once it holds
+    `memory_limit` (METRICSDUCK_MEMORY_LIMIT, else half the machine's memory) and stops with
+    an error once the spill reaches `max_temp_directory_size` (METRICSDUCK_TEMP_LIMIT, else a
+    quarter of the temp dir's free space): a mis-estimated join must neither take the machine
+    nor fill its disk. The folder is its own because DuckDB before 2.0 names spill files the
+    same in every instance: two stores spilling into one folder overwrite each other's
+    files (duckdb/duckdb#15173), and the first to close deletes the other's.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    # it writes to stderr even without a terminal; inside Jupyter without ipywidgets DuckDB
+    # refuses any progress-bar setting
+    with contextlib.suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")
+    spill = _spill_dir()
+    con.execute("SET temp_directory = ?", [str(_own_spill_dir(spill))])
+    for setting, variable, default in (("memory_limit", MEMORY_LIMIT_ENV, _memory_default),
+                                       ("max_temp_directory_size", TEMP_LIMIT_ENV, lambda: _temp_default(spill))):
+        value = os.environ.get(variable) or default()
+        try:
+            con.execute(f"SET {setting} = ?", [value])
+        except duckdb.Error as exc:
+            con.close()
+            raise InputError(f"{variable}={value!r} is not a size DuckDB understands "
+                             f"({str(exc).splitlines()[0]}); use a size such as 8GB or 512MB, or unset it") from None
+    return con
+
+
+def out_of_resources(exc: Exception) -> ResourceError:
+    """What to do when DuckDB ran out of memory or spill space, naming the limits in force."""
+    spill = _spill_dir()
+    memory = os.environ.get(MEMORY_LIMIT_ENV) or _memory_default()
+    temp = os.environ.get(TEMP_LIMIT_ENV) or _temp_default(spill)
+    return ResourceError(
+        f"DuckDB ran out of memory or spill space ({str(exc).splitlines()[0]}); it may use "
+        f"{memory} of memory ({MEMORY_LIMIT_ENV}) and {temp} of spill files under {spill} "
+        f"({TEMP_LIMIT_ENV}): raise them, free disk space there, or refresh fewer runs at a time")
+
+
+def _memory_default() -> str:
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2 // 2**20}MB"
+
+
+def _temp_default(spill: Path) -> str:
+    import shutil
+
+    folder = spill if spill.exists() else spill.parent
+    return f"{max(shutil.disk_usage(folder).free // 4 // 2**20, 1024)}MB"
+
+
+def _spill_dir() -> Path:
+    """Where DuckDB may spill: the system temp dir, never the caller's working directory."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "metricsduck-spill"
+
+
+SPILL_SWEEP_AGE_S = 24 * 3600
+
+
+def _own_spill_dir(spill: Path) -> Path:
+    """A new folder name under `spill` for one connection, `<pid>-<random>`; DuckDB creates
+    it on its first spill and deletes it on close. Folders left by processes that are gone
+    (killed while spilling) are deleted here once a day old: a process of another PID
+    namespace sharing the temp dir looks gone from here."""
+    import shutil
+    import time
+    import uuid
+
+    try:
+        spill.mkdir(parents=True, exist_ok=True)
+        for folder in spill.iterdir():
+            pid = folder.name.partition("-")[0]
+            if (pid.isdigit() and not _alive(int(pid))
+                    and time.time() - folder.stat().st_mtime > SPILL_SWEEP_AGE_S):
+                shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass  # an unwritable temp dir fails only when DuckDB needs to spill, as before
+    return spill / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

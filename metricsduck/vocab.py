@@ -1,0 +1,27 @@
+"""The vocabulary every part of metricsduck shares, spelled out once.
+
+Tiers, baseline kinds, trend directions, rollup levels, item kinds, the fingerprint fields
+a sanity check compares, and the schema ids that every artifact carries in its Parquet
+metadata (`SCHEMA_METADATA_KEY`) and its JSON mirror (`schema`). The SQL spells the same
+words; the tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+TIERS = ("OK", "WARN", "ALERT")  # in rank order: tier_rank is the index
+BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
+DIRECTIONS = ("increasing", "decreasing", "flat")
+LEVELS = ("stage", "view", "target", "symbol")  # rollup levels, top down
+ITEM_KINDS = ("metric", "distribution")  # what a drift row compares
+# Fields both sides of a comparison carry; a difference labels it FINGERPRINT_MISMATCH.
+FINGERPRINT_FIELDS = ("git_commit", "config_hash", "data_fingerprint", "seed")
+
+SCHEMA_METADATA_KEY = b"metricsduck.schema"
+METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
+SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
+MARKS_SCHEMA_ID = "metricsduck/mark/v1"
+DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
+TREND_SCHEMA_ID = "metricsduck/trend/v1"
+ROLLUP_VIEW_SCHEMA_ID = "metricsduck/rollup_view/v1"
+ROLLUP_STAGE_SCHEMA_ID = "metricsduck/rollup_stage/v1"
+MANIFEST_SCHEMA_ID = "metricsduck/cache-manifest/v1"
