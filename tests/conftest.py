@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import pickle
 import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import pytest
 
@@ -59,14 +65,92 @@ def sql_dir(tmp_path: Path) -> Path:
     return folder
 
 
+# --- demo trees built once per session -------------------------------------------------------
+#
+# `write_demo` and a refresh of its tree cost seconds each; a dozen modules used to build the
+# same trees for themselves. `demo_trees` builds each (runs, seed[, refreshed]) tree once for
+# the whole session: the first xdist worker that needs it builds it under a file lock in the
+# session's shared temporary folder, the others wait for it and reuse it. A test never writes
+# into a shared tree: it copies it (`demo_trees.copy`, shutil.copytree, whose copy2 keeps the
+# mtimes the cache manifest and the stale check compare) into its own folder.
+
+
+@dataclass(frozen=True)
+class Demo:
+    root: Path
+    injections: list  # what write_demo returned
+    summary: Any  # the RefreshSummary of the refresh that made a refreshed tree, else None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
+class DemoTrees:
+    """Demo trees keyed by every `write_demo` argument a test passes (runs, seed), plain or
+    refreshed once with a plain `refresh()`; built on first use, then read-only."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._known: dict[tuple[int, int, bool], Demo] = {}
+
+    def shared(self, *, runs: int, seed: int = 0, refreshed: bool = False) -> Demo:
+        """The shared tree itself: read it or copy it, never write into it (nor open a store
+        that refreshes it)."""
+        key = (runs, seed, refreshed)
+        if key not in self._known:
+            name = f"runs={runs},seed={seed}" + (",refreshed" if refreshed else "")
+            entry, done = self.folder / name, self.folder / f"{name}.pickle"
+            with _locked(self.folder / f"{name}.lock"):
+                if not done.exists():
+                    shutil.rmtree(entry, ignore_errors=True)  # left half-built by a crashed worker
+                    self._build(entry / "tree", runs, seed, refreshed, done)
+            injections, summary = pickle.loads(done.read_bytes())
+            self._known[key] = Demo(entry / "tree", injections, summary)
+        return self._known[key]
+
+    def _build(self, root: Path, runs: int, seed: int, refreshed: bool, done: Path) -> None:
+        import metricsduck
+        from metricsduck.demo import write_demo
+
+        summary = None
+        if refreshed:  # the plain tree (under its own lock: no worker takes them the other way round)
+            plain = self.shared(runs=runs, seed=seed)
+            shutil.copytree(plain.root, root)
+            injections = plain.injections
+            with metricsduck.connect(root) as store:
+                summary = store.refresh()
+            assert summary.failed == [], summary.failed
+        else:
+            injections = write_demo(root, runs=runs, seed=seed)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps((injections, summary)))
+        os.replace(tmp, done)  # last: the tree is complete once this file exists
+
+    def copy(self, dest: Path, *, runs: int, seed: int = 0, refreshed: bool = False) -> Demo:
+        """A private copy of the tree at `dest` (which must not exist yet), free to change."""
+        shared = self.shared(runs=runs, seed=seed, refreshed=refreshed)
+        shutil.copytree(shared.root, dest)
+        return Demo(Path(dest), shared.injections, shared.summary)
+
+
 @pytest.fixture(scope="session")
-def demo_store(tmp_path_factory: pytest.TempPathFactory):
+def demo_trees(tmp_path_factory: pytest.TempPathFactory) -> DemoTrees:
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-N/, shared by this session's workers (and no other session)
+    return DemoTrees(base / "shared_demo_trees")
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_trees: DemoTrees, tmp_path_factory: pytest.TempPathFactory):
     """A refreshed six-run demo tree (every injection present) and its open store."""
     import metricsduck
-    from metricsduck.demo import write_demo
 
-    root = tmp_path_factory.mktemp("demo_refreshed")
-    injections = write_demo(root, runs=6, seed=0)
-    with metricsduck.connect(root) as store:
-        summary = store.refresh()
-        yield store, injections, summary
+    demo = demo_trees.copy(tmp_path_factory.mktemp("demo_refreshed") / "tree", runs=6, seed=0, refreshed=True)
+    with metricsduck.connect(demo.root) as store:
+        yield store, demo.injections, demo.summary

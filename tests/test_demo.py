@@ -31,16 +31,16 @@ INT_METRICS = {"n_models", "n_features_pre", "n_features_post_prune", "N_effecti
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Injection]]:
-    root = tmp_path_factory.mktemp("demo")
-    return root, write_demo(root, runs=RUNS, seed=0)
+def tree(demo_trees, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Injection]]:
+    demo = demo_trees.copy(tmp_path_factory.mktemp("demo") / "tree", runs=RUNS, seed=0)
+    return demo.root, demo.injections
 
 
 @pytest.fixture(scope="module")
-def short_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Injection]]:
+def short_tree(demo_trees, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Injection]]:
     """Two runs with another seed: too short for the bad run and the fingerprint change."""
-    root = tmp_path_factory.mktemp("short")
-    return root, write_demo(root, runs=2, seed=1)
+    demo = demo_trees.copy(tmp_path_factory.mktemp("short") / "tree", runs=2, seed=1)
+    return demo.root, demo.injections
 
 
 @pytest.fixture(scope="module")
@@ -181,14 +181,15 @@ def test_pipeline_files_carry_the_cohort_definition(tree):
 
 # --- determinism ---------------------------------------------------------------------------
 
-def test_same_runs_and_seed_give_byte_identical_trees_and_progress_counts(tmp_path):
+def test_same_runs_and_seed_give_byte_identical_trees_and_progress_counts(tmp_path, demo_trees):
     calls: list[tuple[int, int]] = []
     first = write_demo(tmp_path / "a", runs=2, progress=lambda done, total: calls.append((done, total)))
-    second = write_demo(tmp_path / "b", runs=2)
-    assert first == second
+    # the other tree: written by the session's shared build (at another path, maybe in another process)
+    second = demo_trees.shared(runs=2, seed=0)
+    assert first == second.injections
     assert calls == [(i, 120) for i in range(1, 121)]
     files_a = {p.relative_to(tmp_path / "a"): p for p in (tmp_path / "a").rglob("*") if p.is_file()}
-    files_b = {p.relative_to(tmp_path / "b"): p for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    files_b = {p.relative_to(second.root): p for p in second.root.rglob("*") if p.is_file()}
     assert files_a.keys() == files_b.keys()
     assert len(files_a) == 2 * 60 * len(COHORT_FILES)
     assert all(files_a[rel].read_bytes() == files_b[rel].read_bytes() for rel in files_a)

@@ -14,17 +14,15 @@ import nbclient  # the dev extra installs these; a missing one is an error, not 
 import nbformat
 import pytest
 
-from metricsduck.demo import COLLAPSE_TARGET, SHIFT_SYMBOL, SHIFT_TARGET, TREND_TARGET, run_id_of, write_demo
+from metricsduck.demo import COLLAPSE_TARGET, SHIFT_SYMBOL, SHIFT_TARGET, TREND_TARGET, run_id_of
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "drift_analysis.ipynb"
 RUNS = 5  # the fewest runs with every injection and a trend (trend.min_runs = 5)
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("notebook_tree")
-    write_demo(root, runs=RUNS, seed=0)
-    return root
+def tree(demo_trees, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_trees.copy(tmp_path_factory.mktemp("notebook_tree") / "tree", runs=RUNS, seed=0).root
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 import metricsduck
 from metricsduck import InputError
-from metricsduck.demo import SHIFT_SYMBOL, SHIFT_TARGET, run_id_of, write_demo
+from metricsduck.demo import SHIFT_SYMBOL, SHIFT_TARGET, run_id_of
 from oracles import ks_statistic, psi_oracle
 
 RUNS = 6
@@ -33,10 +33,8 @@ PSI_BINS, PSI_EPSILON, ROLLING_K = 10, 1e-4, 10  # the packaged config (docs/des
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("notebook_api")
-    write_demo(root, runs=RUNS, seed=0)
-    return root
+def tree(demo_trees, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_trees.copy(tmp_path_factory.mktemp("notebook_api") / "tree", runs=RUNS, seed=0).root
 
 
 @pytest.fixture(scope="module")

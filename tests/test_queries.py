@@ -22,7 +22,7 @@ import pytest
 import metricsduck
 from metricsduck.demo import (
     BAD_RUN, COLLAPSE_TARGET, FINGERPRINT_RUN, SHIFT_SYMBOL, SHIFT_TARGET, SYMBOLS, TARGETS,
-    TREND_TARGET, run_id_of, write_demo,
+    TREND_TARGET, run_id_of,
 )
 from metricsduck.store import catalog_path, init
 
@@ -63,9 +63,8 @@ def recipe(words: str) -> Recipe:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("queries_tree")
-    write_demo(root, runs=RUNS, seed=0)
+def tree(demo_trees, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = demo_trees.copy(tmp_path_factory.mktemp("queries_tree") / "tree", runs=RUNS, seed=0).root
     init(root)
     return root
 
