@@ -9,6 +9,7 @@ with `-s` to see them (docs/reliability.md quotes them).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,7 +30,6 @@ from click.testing import CliRunner
 
 import metricsduck
 from metricsduck.cli import main
-from metricsduck.demo import write_demo
 from metricsduck.files import parquet_bytes, write_atomic
 from metricsduck.refresh import refresh_lock
 
@@ -135,15 +135,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import metricsduck
 
-root, writer, count, gate = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+root, writer, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 start = datetime(2026, 3, 2, tzinfo=timezone.utc)
 per_run = count // {RUNS}
 cohorts, rows = [], 0
 for index in range(count):
-    # halfway, wait until a refresh has read the tree mid-write (so that one surely does)
-    waited = time.monotonic()
-    while index == count // 2 and not gate.exists() and time.monotonic() - waited < 60:
-        time.sleep(0.01)
+    # halfway, wait until the parent says a refresh has read the tree mid-write (so that one
+    # surely does): it writes "go" to our stdin; an empty read means the parent is gone
+    if index == count // 2 and sys.stdin.readline() != "go\\n":
+        sys.exit("the gate closed before a refresh read the tree mid-write")
     run, target = index // per_run, f"w{{writer}}_t{{index % per_run}}"
     n = 2 + index % 4  # 2..5 metric rows; n_metrics lets a reader check it saw them all
     metrics = {{"n_metrics": n, **{{f"m{{j}}": writer + index / 100 + j for j in range(n - 1)}}}}
@@ -154,7 +154,7 @@ for index in range(count):
         samples={{"p": [((index * 7 + j) % 50) / 50 for j in range({SAMPLES})]}})
     cohorts.append([f"run{{run}}", target])
     rows += n
-    time.sleep(0.03)  # a pipeline does some work between cohorts
+    time.sleep(0.03)  # a pipeline does some work between cohorts (pacing only: no check relies on it)
 print(json.dumps({{"cohorts": cohorts, "fact_rows": rows}}))
 """
 
@@ -204,21 +204,31 @@ class RawReader(threading.Thread):
         self.join(30)
 
 
+def open_gate(writers: list[subprocess.Popen]) -> None:
+    """Let every writer past its halfway point (a writer that died is reported by its exit code)."""
+    for w in writers:
+        with contextlib.suppress(BrokenPipeError):
+            w.stdin.write("go\n")
+            w.stdin.flush()
+
+
 def test_concurrent_writers_while_refresh_loops(tmp_path: Path) -> None:
-    root, gate = tmp_path / "tree", tmp_path / "a refresh saw a partial tree"
+    root = tmp_path / "tree"
     total = WRITERS * COHORTS_PER_WRITER
     started = time.monotonic()
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(w), str(COHORTS_PER_WRITER), str(gate)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(w), str(COHORTS_PER_WRITER)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for w in range(WRITERS)
     ]
     seen: list[int] = []  # cohort-runs in each refresh's snapshot
-    during = 0
+    during, gate_open = 0, False
     raw = RawReader(root)
     raw.start()
     try:
         while True:
+            # a failure guard only: the writers stop halfway until a refresh sees them there
+            assert time.monotonic() - started < 600, f"writers still running after 600 s; seen {seen}"
             running = any(w.poll() is None for w in writers)
             # nothing is caught: a refresh must not fail while files appear
             with metricsduck.connect(root) as store:
@@ -228,8 +238,9 @@ def test_concurrent_writers_while_refresh_loops(tmp_path: Path) -> None:
                 assert store.sql(TORN).fetchall() == []
                 assert store.sql(TWICE).fetchall() == []
                 seen.append(store.sql("SELECT count(*) FROM cohort_runs").fetchall()[0][0])
-            if 0 < seen[-1] < total:
-                gate.touch()
+            if 0 < seen[-1] < total and not gate_open:
+                open_gate(writers)
+                gate_open = True
             during += running
             if not running:
                 break  # this last refresh read the tree after every writer had finished
@@ -286,14 +297,22 @@ CRASH_COHORTS = ("a", "b", "c")
 CRASH_SAMPLES = 3000
 
 # Rewrites the same cohorts over and over, every round i with new values: i, 2i, -i, written
-# at START + i seconds, samples in [i, i + 0.3). Says "ready" once imported; stops after
-# `rounds` rounds if given, else runs until it is killed.
+# at START + i seconds, samples in [i, i + 0.3). Says "ready" once imported, and "renamed
+# <file>" after each file it renames into place (each cohort: samples, metrics, mirror), then
+# carries on without waiting; stops after `rounds` rounds if given, else runs until killed.
 REWRITER = f"""
-import itertools, sys
+import itertools, os, sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import metricsduck
 
+real_replace = os.replace
+
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    print("renamed", os.path.basename(dst), flush=True)
+
+os.replace = replace
 root, base = Path(sys.argv[1]), int(sys.argv[2])
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else None
 start = datetime(2026, 3, 2, tzinfo=timezone.utc)
@@ -336,13 +355,22 @@ def test_a_writer_killed_at_random_points_leaves_old_or_new_complete_files(tmp_p
                            capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     seen = {folder: generation(folder) for folder in folders}
-    rounds, moved = 6, 0
+    per_round = 3 * len(folders)  # renames: samples, metrics and mirror of each cohort
+    rounds, moved, kill_points = 6, 0, []
     for round_ in range(1, rounds + 1):
+        # kill after the k-th rename, k anywhere in the first three rounds; k >= 2 has renamed
+        # the first cohort's metrics, so every kill leaves at least one generation advanced
+        k = rng.randint(2, 3 * per_round)
+        kill_points.append(k)
         proc = subprocess.Popen([sys.executable, "-c", REWRITER, str(root), str(round_ * 1_000_000)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.05, 0.6))
+            for _ in range(k):  # the writer goes on writing: the kill lands wherever it has got to
+                line = proc.stdout.readline()
+                if not line.startswith("renamed "):
+                    kill(proc)
+                    pytest.fail(f"the writer stopped before its rename {k}: {line!r}\n{proc.stderr.read()}")
         finally:
             kill(proc)
         assert proc.returncode == -signal.SIGKILL
@@ -363,19 +391,41 @@ def test_a_writer_killed_at_random_points_leaves_old_or_new_complete_files(tmp_p
         assert store.sql("SELECT count(*) FROM cohort_runs").fetchall()[0][0] == len(folders)
         summary = store.refresh()
     assert summary.failed == [] and summary.written > 0
-    assert moved > 0
-    print(f"\n[writer crash] kills={rounds} files_advanced={moved} temporaries_left_by_kills={len(natural)}")
+    assert moved >= rounds  # each kill came after a round's first metrics file was renamed
+    print(f"\n[writer crash] kills={rounds} after_renames={kill_points} files_advanced={moved} "
+          f"temporaries_left_by_kills={len(natural)}")
 
 
 def outputs_of(files: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in files.items() if is_output(k)}
 
 
-def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_completes(tmp_path: Path) -> None:
-    root = tmp_path / "demo"
-    write_demo(root, runs=2)
-    with metricsduck.connect(root) as store:
-        store.refresh(all_runs=True)
+# `metricsduck refresh ROOT --all` (the CLI's own entry point) that says "renamed N" once it
+# has renamed its N-th output into the tree (the cache's own files are not counted), and then
+# renames nothing more, from any of its threads, until it is killed.
+REFRESH_UNTIL = """
+import os, sys, threading
+real, count, one_at_a_time, stop = os.replace, [0], threading.Lock(), int(sys.argv[2])
+
+def replace(src, dst, *args, **kwargs):
+    with one_at_a_time:  # refresh writes cohorts from several threads: one rename at a time
+        result = real(src, dst, *args, **kwargs)
+        count[0] += ".metricsduck" not in str(dst)
+        if count[0] == stop:
+            print("renamed", stop, flush=True)
+            threading.Event().wait()  # holding the lock: every other rename waits for the kill
+        return result
+
+os.replace = replace
+from metricsduck.cli import main
+sys.argv = ["metricsduck", "refresh", sys.argv[1], "--all"]
+main()
+"""
+
+
+def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_completes(tmp_path: Path,
+                                                                                      demo_trees) -> None:
+    root = demo_trees.copy(tmp_path / "demo", runs=2, refreshed=True).root  # every run refreshed
     # the pipeline reruns run 1 with new values: nearly every output of the tree changes
     for path in root.glob("run_01/**/telemetry_metrics.parquet"):
         table = pq.read_table(path)
@@ -384,17 +434,16 @@ def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_comple
         write_atomic(path, parquet_bytes(table))
     before = tree_bytes(root)
     old = outputs_of(before)
-    mtimes = {k: (root / k).stat().st_mtime_ns for k in old}
 
-    proc = subprocess.Popen(cli_command() + ["refresh", str(root), "--all"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # kill it once it has written `stop` of the outputs, some of its threads mid-way through others
+    stop = random.Random(7).randint(1, len(old) - 1)
+    proc = subprocess.Popen([sys.executable, "-c", REFRESH_UNTIL, str(root), str(stop)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not any((root / k).stat().st_mtime_ns != m for k, m in mtimes.items()):
-            assert proc.poll() is None, "the refresh ended before it was killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        time.sleep(random.Random(7).uniform(0.05, 0.4))  # now it is writing: kill it mid-way
+        line = proc.stdout.readline()  # no clock: the refresh says when it got there
+        if line != f"renamed {stop}\n":
+            kill(proc)
+            pytest.fail(f"the refresh ended before it was killed: {line!r}\n{proc.stderr.read()}")
     finally:
         kill(proc)
     assert proc.returncode == -signal.SIGKILL
@@ -406,7 +455,7 @@ def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_comple
     for relative in after:
         assert_complete(root / relative)  # no partial file is visible
     rewritten = {k for k, v in outputs_of(after).items() if v != old[k]}
-    assert rewritten and len(rewritten) < len(old)  # it really was killed mid-way
+    assert len(rewritten) == stop < len(old)  # it really was killed mid-way, after `stop` writes
 
     with metricsduck.connect(root) as store:
         summary = store.refresh()  # the next refresh: plain, as after every pipeline run
@@ -416,7 +465,7 @@ def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_comple
     # what the killed refresh wrote was already whole and final: the next one agrees byte for byte
     assert all(final[k] == after[k] for k in rewritten)
     assert again.failed == [] and again.written == 0  # and nothing was left stale
-    print(f"\n[refresh crash] outputs={len(old)} rewritten_before_kill={len(rewritten)} "
+    print(f"\n[refresh crash] outputs={len(old)} killed_after_write={stop} rewritten_before_kill={len(rewritten)} "
           f"written_by_next_refresh={summary.written} temporaries_left={len(temp_files(root))}")
 
 
@@ -472,44 +521,52 @@ def test_a_refresh_killed_before_any_of_its_writes_is_completed_by_the_next_refr
     print(f"\n[refresh kill points] writes={writes} killed_before_write={points}")
 
 
+# Holds the refresh lock until it is killed (or its stdin closes: the test is gone).
 HOLDER = """
-import sys, time
+import sys
 from metricsduck.refresh import refresh_lock
 with refresh_lock(sys.argv[1]):
     print("locked", flush=True)
-    time.sleep(120)
+    sys.stdin.read()
 """
+
+
+def hold(root: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(root)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def test_a_stale_refresh_lock_of_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
     root = tmp_path / "tree"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], stdout=subprocess.PIPE, text=True)
+    holder = hold(root)
     messages: list[str] = []
-    acquired = threading.Event()
+    waiting, acquired = threading.Event(), threading.Event()
+
+    def on_wait(message: str) -> None:
+        messages.append(message)
+        waiting.set()
 
     def take() -> None:
-        with refresh_lock(root, on_wait=messages.append):
+        with refresh_lock(root, on_wait=on_wait):
             acquired.set()
 
     try:
         assert holder.stdout.readline().strip() == "locked"
         waiter = threading.Thread(target=take, daemon=True)
         waiter.start()
-        deadline = time.monotonic() + 10
-        while not messages and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert waiting.wait(120)  # a failure guard only: the waiter says so as soon as it waits
         # a live holder is waited for, and named
         assert messages and f"held by pid {holder.pid}" in messages[0]
         assert not acquired.is_set()
     finally:
         kill(holder)
-    assert acquired.wait(10)  # the lock died with its holder
-    waiter.join(10)
+    assert acquired.wait(120)  # the lock died with its holder
+    waiter.join(120)
 
     # the lock file still names the dead holder or the waiter; either way nobody waits now
     lock = root / ".metricsduck" / "refresh.lock"
     assert lock.exists()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], stdout=subprocess.PIPE, text=True)
+    holder = hold(root)
     try:
         assert holder.stdout.readline().strip() == "locked"
     finally:
