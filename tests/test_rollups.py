@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 import zlib
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -614,53 +614,89 @@ def test_a_second_refresh_writes_nothing_and_touches_nothing(tree):
 
 # --- the lock ------------------------------------------------------------------------------------------
 
+# Holds the refresh lock until it reads a line on stdin (or its stdin closes), then says
+# "released" once the lock is let go.
 HOLD = """
-import sys, time
+import sys
 from pathlib import Path
 from metricsduck.refresh import refresh_lock
 with refresh_lock(Path(sys.argv[1])):
     print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline()
+print("released", flush=True)
 """
 
 
-def hold_lock(root: Path, seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root), str(seconds)],
-                              stdout=subprocess.PIPE, text=True)
+def hold_lock(root: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
 
+def in_thread(call) -> tuple[threading.Thread, dict]:
+    """Run `call()` in a thread; its result (or exception) lands in the dict when it returns."""
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def finished(thread: threading.Thread, done: dict):
+    thread.join(300)  # a failure guard only: nothing here waits on the clock
+    assert not thread.is_alive(), "the refresh did not return"
+    if "error" in done:
+        raise done["error"]
+    return done["result"]
+
+
 def test_a_refresh_waits_for_the_lock_and_runs_after_its_release(trees):
     second = trees[1]
-    holder = hold_lock(second.root, 2.0)
+    lock = second.root / ".metricsduck" / "refresh.lock"
+    holder = hold_lock(second.root)
+    messages: list[str] = []
+    waiting = threading.Event()
+
+    def on_wait(message: str) -> None:
+        messages.append(message)
+        waiting.set()
+
     try:
-        messages: list[str] = []
-        started = time.monotonic()
-        summary = second.store.refresh(all_runs=True, on_wait=messages.append)
-        waited = time.monotonic() - started
+        thread, done = in_thread(lambda: second.store.refresh(all_runs=True, on_wait=on_wait))
+        assert waiting.wait(300)                               # it found the lock held, and said so
+        # it really waits for the holder: nothing is done, and the lock still names the holder
+        assert done == {} and lock.read_text() == str(holder.pid)
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        summary = finished(thread, done)                       # ...and runs after its release
     finally:
+        holder.stdin.close()
         holder.wait(timeout=30)
     assert holder.returncode == 0
-    lock = second.root / ".metricsduck" / "refresh.lock"
     assert len(messages) == 1 and str(lock) in messages[0] and "waiting" in messages[0]
     assert str(holder.pid) in messages[0]                  # says who holds it
-    assert waited >= 1.0                                   # it really waited for the holder
     assert summary.failed == [] and summary.runs == list(RUNS) and summary.written == 0
 
 
 def test_a_lock_left_by_a_killed_process_does_not_block(trees):
     second = trees[1]
-    holder = hold_lock(second.root, 60.0)
+    holder = hold_lock(second.root)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
     assert holder.returncode == -signal.SIGKILL
     lock = second.root / ".metricsduck" / "refresh.lock"
     assert lock.read_text().strip() == str(holder.pid)     # the dead holder's file is still there
     messages: list[str] = []
-    started = time.monotonic()
-    summary = second.store.refresh(all_runs=True, on_wait=messages.append)
-    assert messages == [] and time.monotonic() - started < 20
+    summary = finished(*in_thread(lambda: second.store.refresh(all_runs=True, on_wait=messages.append)))
+    assert messages == []                                  # it never waited: on_wait is its only way to
     assert summary.failed == [] and summary.written == 0
 
 
