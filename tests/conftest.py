@@ -65,6 +65,11 @@ def sql_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the files under tests/golden/ from this run instead of comparing with them")
+
+
 # --- demo trees built once per session -------------------------------------------------------
 #
 # `write_demo` and a refresh of its tree cost seconds each; a dozen modules used to build the
