@@ -7,7 +7,6 @@ __version__ = "0.1.0"
 from .check import Problem, check
 from .config import Config, load_config
 from .errors import (
-    ChecksumMismatchError,
     ConfigError,
     InputError,
     MetricsDuckError,
@@ -20,7 +19,7 @@ from .tracker import ReproducibilityTracker
 from .writer import write_cohort_metrics
 
 __all__ = [
-    "ChecksumMismatchError", "Config", "ConfigError", "InputError", "MetricsDuckError", "Problem",
+    "Config", "ConfigError", "InputError", "MetricsDuckError", "Problem",
     "ReproducibilityTracker", "SidecarError", "SqlFileError", "StorageError", "Store",
     "__version__", "check", "connect", "init", "load_config", "write_cohort_metrics",
 ]

@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad options or arguments (click's own code)
     CONFIG = 3  # the config file is missing, unreadable or invalid
     INPUT = 4  # a bad name, value or sidecar was given
-    CATALOG = 5  # a SQL file is malformed, fails, or was edited after release
+    CATALOG = 5  # a SQL file is malformed, fails to apply, or its definitions form a cycle
     IO = 6  # a file could not be read or written
     RESOURCES = 7  # DuckDB ran out of the memory or spill space it may use
     INTERNAL = 70  # a bug in metricsduck: rerun with --debug and report it
@@ -60,12 +60,6 @@ class SqlFileError(MetricsDuckError):
         self.reason = reason
         where = f"{path}:{line}" if line else f"{path}"
         super().__init__(f"{where}: {reason}")
-
-
-class ChecksumMismatchError(MetricsDuckError):
-    """A SQL file differs from the version recorded in the catalog's ledger."""
-
-    exit_code = ExitCode.CATALOG
 
 
 class StorageError(MetricsDuckError):

@@ -41,8 +41,8 @@ from .vocab import (
 
 LOCK_FILE = "refresh.lock"
 BATCH_DRIFT = "batch_drift"  # the drift rows of the batch of runs being written
-# Threads writing cohort files: encoding Parquet, fsync and rename release the GIL
-# (4 against 1: 5.3 s -> 3.1 s for a run of 500 cohorts, 2,000 files, on 2 cores).
+# Threads writing cohort files: encoding Parquet, fsync and rename release the GIL, so
+# they overlap even on two cores (CHANGELOG.md has the measurement).
 WRITERS = 4
 
 
@@ -106,7 +106,7 @@ def stale_runs(store: Any) -> list[str]:
     else:
         stale = {row[0] for row in store.sql("SELECT DISTINCT run_id FROM cache_fingerprints").fetchall()}
     outputs = [sidecar_name(prefix, "drift", ext) for ext in ("parquet", "json")]
-    # one check per cohort-run of the history: plain strings, twice as fast as Path objects
+    # one check per cohort-run of the history: plain strings, cheaper than Path objects
     for run_id, facts_file in store.sql("SELECT run_id, source_file FROM cohort_runs").fetchall():
         folder = os.path.dirname(facts_file)
         if run_id not in stale and not all(os.path.exists(os.path.join(folder, name)) for name in outputs):

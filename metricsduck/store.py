@@ -228,8 +228,8 @@ class Store:
         `psi_source`).
 
         The pairs are filtered before any statistic is computed: the `psi_bins` view
-        computes the bins of every pair in the tree and only then filters, which costs
-        seconds per call on a demo tree. `two_sample_bins('psi_source')` is that view's own
+        computes the bins of every pair in the tree and only then filters.
+        `two_sample_bins('psi_source')` is that view's own
         definition applied to the picked pairs alone (tests hold the two equal).
         """
         filters = {"stage": stage, "view": view, "target": target, "symbol": symbol,

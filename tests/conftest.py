@@ -1,4 +1,4 @@
-"""Shared fixtures: a cohort folder, one cohort-run's identity, configs and SQL folders."""
+"""Shared fixtures: a cohort folder, one cohort-run's identity, configs and a SQL folder."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ TARGET = "y_will_swing_high_60m_0.05"
 
 @pytest.fixture
 def cohort(tmp_path: Path) -> Path:
-    """A cross-sectional cohort folder (not yet created) in the layout of DESIGN §2."""
+    """A cross-sectional cohort folder (not yet created) in the layout of docs/design.md §2."""
     return (tmp_path / "run_a" / "REPRODUCIBILITY" / "TARGET_RANKING" / "CROSS_SECTIONAL"
             / TARGET / "cohort=cr_2025Q1_0a1b2c3d")
 
@@ -58,10 +58,9 @@ def make_config(tmp_path: Path) -> Callable[[str], Config]:
 
 @pytest.fixture
 def sql_dir(tmp_path: Path) -> Path:
-    """A private SQL folder holding a copy of the packaged V001 only."""
+    """A private copy of the packaged SQL folder (views, macros, ledger), for a test to edit."""
     folder = tmp_path / "sql"
-    folder.mkdir()
-    shutil.copy(packaged_sql_dir() / "V001__sources.sql", folder / "V001__sources.sql")
+    shutil.copytree(packaged_sql_dir(), folder, ignore=shutil.ignore_patterns("history", "__pycache__"))
     return folder
 
 

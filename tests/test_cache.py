@@ -675,7 +675,8 @@ def test_reload_sees_new_files_and_replaces_the_staging_folder(refreshed, privat
 def test_a_failed_connect_leaves_no_staging_folder(tmp_path: Path, private_tmp: Path, sql_dir: Path) -> None:
     root = tmp_path / "results"
     small_tree(root)
-    (sql_dir / "V002__broken.sql").write_text("CREATE VIEW broken AS SELECT no_such_column FROM facts_raw;\n")
+    (sql_dir / "views" / "broken.sql").write_text(
+        "CREATE OR REPLACE VIEW broken AS SELECT no_such_column FROM facts_raw;\n")
     with pytest.raises(metricsduck.SqlFileError):
         metricsduck.connect(root, sql_dir=sql_dir)
     assert staging(private_tmp) == []

@@ -69,8 +69,8 @@ def test_definitions_are_ordered_after_what_they_read(sql_dir):
     assert names.text == EXTRA_VIEW
     assert names.doc == "Every metric name seen in the facts, one row each."
     # what the drift view is built on, read off the SQL: not the trend and rollup views
-    assert {"baselines", "drift_scalar", "drift_distribution", "two_sample_bins"} <= catalog.closure(["drift"])
-    assert not {"trends", "trends_of", "rollup_view", "rollup_stage"} & catalog.closure(["drift"])
+    assert {"baselines_of", "drift_scalar_of", "drift_distribution_of", "two_sample_bins"} <= catalog.closure(["drift"])
+    assert not {"trends", "trends_of", "rollup_view", "rollup_view_of", "rollup_stage_of"} & catalog.closure(["drift"])
 
 
 def test_the_settings_a_definition_reads_are_found_in_its_text(sql_dir):
@@ -78,7 +78,7 @@ def test_the_settings_a_definition_reads_are_found_in_its_text(sql_dir):
 
     assert catalog["trends_of"].settings == (
         "trend.min_r2", "trend.min_rel_change", "trend.min_runs", "trend.window")
-    assert "drift.critical_metrics" in catalog["drift_scalar"].settings  # reads settings_metrics
+    assert "drift.critical_metrics" in catalog["drift_scalar_of"].settings  # reads settings_metrics
     assert "drift.psi_bins" in catalog.reads("drift_computed")
     assert not [key for key in catalog.reads("drift_computed") if key.startswith("trend.")]
 
@@ -94,17 +94,21 @@ def test_the_settings_a_definition_reads_are_found_in_its_text(sql_dir):
         ("views", "metric_names.sql", "SELECT 1;\n" , "must hold CREATE OR REPLACE VIEW metric_names"),
         ("views", "facts_raw.sql", "CREATE OR REPLACE VIEW facts_raw AS SELECT 1;\n",
          "a second definition of 'facts_raw'"),
+        (".", "V012__extra.sql", EXTRA_VIEW, "is not in views/ or macros/"),
+        ("views/old", "metric_names.sql", EXTRA_VIEW, "is not in views/ or macros/"),
     ],
-    ids=["misnamed", "wrong-name", "wrong-folder", "two-statements", "no-create", "an-input"],
+    ids=["misnamed", "wrong-name", "wrong-folder", "two-statements", "no-create", "an-input", "top-level",
+         "nested"],
 )
 def test_a_malformed_sql_file_is_an_error_naming_it(sql_dir, folder, name, text, message):
+    (sql_dir / folder).mkdir(exist_ok=True)
     (sql_dir / folder / name).write_text(text)
 
     with pytest.raises(SqlFileError, match=message) as caught:
         discover(sql_dir)
 
-    assert caught.value.path == sql_dir / folder / name
-    assert str(sql_dir / folder / name) in str(caught.value)
+    assert caught.value.path == (sql_dir / folder / name).resolve() or caught.value.path == sql_dir / folder / name
+    assert str(caught.value).startswith(str(caught.value.path))
 
 
 def test_a_second_definition_of_a_name_is_an_error_naming_both_files(sql_dir):
@@ -179,10 +183,9 @@ def test_editing_a_view_changes_its_fingerprint_and_those_built_on_it_only(sql_d
     after = discover(sql_dir)
     changed = {name for name, fingerprint in after.fingerprints().items() if before[name] != fingerprint}
 
-    assert changed == {"view_dirs", "rollup_stage"}
+    assert changed == {"view_dirs", "rollup_stage_of", "rollup_stage"}
     assert ledger_changes(after, metricsduck.__version__) == [
-        ("rollup_stage", before["rollup_stage"], after["rollup_stage"].fingerprint),
-        ("view_dirs", before["view_dirs"], after["view_dirs"].fingerprint)]
+        (name, before[name], after[name].fingerprint) for name in ("rollup_stage", "rollup_stage_of", "view_dirs")]
 
 
 def test_comments_and_layout_do_not_change_a_fingerprint(sql_dir):
@@ -465,7 +468,7 @@ def test_the_persisted_catalog_sees_sidecars_written_after_init(tmp_path, sql_di
         assert con.execute("SELECT run_id FROM runs ORDER BY ordinal").fetchall() == [("r1",), ("r2",)]
 
 
-HAND_WRITTEN_SCHEMA = [  # DESIGN §3, spelled out here rather than taken from the writer
+HAND_WRITTEN_SCHEMA = [  # docs/design.md §3.1, spelled out here rather than taken from the writer
     ("schema_version", pa.int32()), ("run_id", pa.string()),
     ("run_started_at", pa.timestamp("us", tz="UTC")), ("written_at", pa.timestamp("us", tz="UTC")),
     ("stage", pa.string()), ("view", pa.string()), ("target", pa.string()),

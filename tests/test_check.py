@@ -315,15 +315,19 @@ def test_the_configured_prefix_names_the_files(tmp_path: Path) -> None:
 
 # --- catalog and config --------------------------------------------------------------------------
 
-def test_an_edited_ledger_checksum_is_named_and_the_catalog_is_not_touched(tree: Path) -> None:
+def test_an_out_of_date_catalog_is_named_and_not_touched(tree: Path) -> None:
     path = metricsduck.init(tree)
     assert found(tree) == []
     con = duckdb.connect(str(path))
-    con.execute("UPDATE metricsduck_ledger SET sha256 = 'x' WHERE version = 3")
+    con.execute("UPDATE metricsduck_catalog SET fingerprint = 'x' WHERE name = 'drift_scalar_of'")
+    con.execute("INSERT INTO metricsduck_catalog VALUES ('gone_view', 'VIEW', 'y', 'views/gone_view.sql')")
     con.close()
+    before = path.read_bytes()
     problems = checked(tree)
     assert where(problems, tree) == [(".metricsduck/catalog.duckdb", "catalog")]
-    assert "V003__drift_scalar.sql changed since it was applied" in problems[0].message
+    assert problems[0].message == ("out of date for 2 definition(s) (drift_scalar_of, gone_view): "
+                                   "run `metricsduck init` to rebuild it")
+    assert path.read_bytes() == before
 
 
 def test_a_catalog_that_cannot_be_opened_is_named(tree: Path) -> None:

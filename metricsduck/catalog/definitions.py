@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import SqlFileError
 
 KINDS = {"views": "VIEW", "macros": "MACRO"}  # folder -> the object each file creates
+HISTORY = "history"  # superseded definitions kept as test oracles, never loaded
 LEDGER_FILE = "ledger.json"
 # The tables metricsduck binds before any definition is applied: the sidecar rows, the marks
 # and the settings. Definitions read them; they are not definitions themselves.
@@ -213,6 +214,11 @@ def discover(sql_dir: Path | None = None, settings: Mapping[str, str] | None = N
 
     folder = Path(sql_dir) if sql_dir is not None else packaged_sql_dir()
     columns = dict(settings) if settings is not None else {c.column: c.key for c in settings_columns()}
+    for stray in sorted(folder.rglob("*.sql")):
+        place = stray.relative_to(folder).parts
+        if place[0] not in (*KINDS, HISTORY) or len(place) != 2:
+            raise SqlFileError(stray, None, "is not in views/ or macros/, so it would never be loaded; move it "
+                                            "there (one definition per file) or remove it")
     files: dict[str, Path] = {}
     raw: dict[str, tuple[str, Path, str, str, str, set[str], set[str]]] = {}
     for sub, kind in KINDS.items():
