@@ -1,10 +1,11 @@
 # The two Quick-start commands: `make demo` and `make test`. Each sets up .venv itself.
+# `make test-fast` runs the suite without the tests marked slow (pyproject's pytest markers).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO ?= demo-tree
 
-.PHONY: demo test clean
+.PHONY: demo test test-fast clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(DEMO) *.egg-info

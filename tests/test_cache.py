@@ -248,6 +248,7 @@ def mutate(root: Path, rng: np.random.Generator, state: dict, round_: int) -> li
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_results_with_and_without_the_cache_are_identical(tmp_path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -684,6 +685,7 @@ def test_a_failed_connect_leaves_no_staging_folder(tmp_path: Path, private_tmp: 
 
 # --- 8. compaction and retirement --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_many_segments_are_compacted_and_retired_after_the_grace_period(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metricsduck.snapshot.segments, "MAX_SEGMENTS", 2)

@@ -61,12 +61,14 @@ def test_stored_notebook_has_no_outputs_and_a_python3_kernel():
     assert len(markdown) >= 5  # each step is explained
 
 
+@pytest.mark.slow  # runs the notebook in a kernel
 def test_notebook_runs_without_errors(executed):
     errors = [o for cell in executed.cells for o in cell.get("outputs", []) if o["output_type"] == "error"]
     assert errors == []
     assert all(cell.execution_count is not None for cell in executed.cells if cell.cell_type == "code")
 
 
+@pytest.mark.slow  # runs the notebook in a kernel
 def test_alert_table_shows_the_injected_collapse_and_shift(executed):
     text = "".join(outputs(executed, "stream"))
     count = re.search(r"(\d+) ALERT rows in (\S+)", text)
@@ -76,16 +78,19 @@ def test_alert_table_shows_the_injected_collapse_and_shift(executed):
         assert name in alert_table
 
 
+@pytest.mark.slow  # runs the notebook in a kernel
 def test_figures_are_drawn(executed):
     # the heatmap, the trend line and one PSI/CDF figure for each of the two worst KS
     assert len(outputs(executed, "image/png")) == 4
 
 
+@pytest.mark.slow  # runs the notebook in a kernel
 def test_trend_table_holds_the_injected_decline(executed):
     trend_table = next(text for text in outputs(executed, "text/plain") if "theil_sen_slope" in text)
     assert TREND_TARGET in trend_table and "composite_score" in trend_table
 
 
+@pytest.mark.slow  # runs the notebook in a kernel
 def test_bins_and_cdfs_add_up_to_the_drift_row(executed):
     """psi_bins and ecdf give back the PSI and KS D of the drift row they explain."""
     text = "".join(outputs(executed, "stream"))

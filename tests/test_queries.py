@@ -127,6 +127,7 @@ def test_the_document_says_how_to_open_the_catalog():
 # --- every recipe runs in both places --------------------------------------------------------
 
 
+@pytest.mark.slow  # each recipe computes drift from every sidecar of the tree in the persisted catalog
 @pytest.mark.parametrize("r", RECIPES, ids=[r.question for r in RECIPES])
 def test_recipe_runs_in_the_persisted_catalog_and_through_connect_alike(catalog, answers, r):
     relation = catalog.sql(r.sql)

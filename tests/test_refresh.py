@@ -179,6 +179,7 @@ def test_refresh_of_a_new_run_only_touches_that_run(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow
 def test_refreshing_run_by_run_gives_the_same_bytes_as_all_runs_at_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_trees) -> None:
     """Large trees are refreshed in batches of runs, each computed with the views narrowed to

@@ -212,6 +212,7 @@ def open_gate(writers: list[subprocess.Popen]) -> None:
             w.stdin.flush()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_while_refresh_loops(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     total = WRITERS * COHORTS_PER_WRITER
@@ -347,6 +348,7 @@ def generation(folder: Path) -> int:
     return i
 
 
+@pytest.mark.slow
 def test_a_writer_killed_at_random_points_leaves_old_or_new_complete_files(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     rng = random.Random(5)
@@ -423,6 +425,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_a_refresh_killed_mid_way_leaves_whole_files_and_the_next_refresh_completes(tmp_path: Path,
                                                                                       demo_trees) -> None:
     root = demo_trees.copy(tmp_path / "demo", runs=2, refreshed=True).root  # every run refreshed
@@ -491,6 +494,7 @@ with metricsduck.connect(sys.argv[1]) as store:
 """
 
 
+@pytest.mark.slow
 def test_a_refresh_killed_before_any_of_its_writes_is_completed_by_the_next_refresh(pending, tmp_path: Path) -> None:
     """Killed before its last write, or before one picked at random: the next plain refresh
     finishes the job, and the tree is byte for byte what an uninterrupted refresh makes.
