@@ -68,18 +68,19 @@ def outputs_key(catalog: Catalog, config: Config) -> str:
     return hashlib.sha256("|".join(keys).encode()).hexdigest()
 
 
-def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Catalog, config: Config) -> None:
+def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Catalog, config: Config) -> bool:
     """Fingerprint every cohort-run's drift inputs and serve `drift` from the cached drift
-    rows still valid for them (`cache_drift`); the others are `cache_stale`.
+    rows still valid for them (`cache_drift`); the others are `cache_stale`. Returns whether
+    `drift` is served here (else it is the plain view of the SQL).
 
     Drift rows stored by a refresh under the same fingerprint are read back as they were
     written; every other cohort-run is computed by `drift_computed`, or read from
     `drift_fresh` once `compute_drift` computed it a batch of runs at a time. With
-    `use_cache` off nothing is read back and `drift` stays the plain view.
+    `use_cache` off nothing is read back.
     """
     key = drift_key(catalog, config)
     if key is None or "cohort_runs" not in catalog:
-        return  # a catalog without the views drift needs (a partial SQL folder)
+        return False  # a catalog without the views drift needs (a partial SQL folder)
     con.execute(
         "CREATE OR REPLACE TABLE cache_fingerprints AS "
         "WITH files AS (SELECT baseline_key, run_id, sum(hash(source_file, size, mtime_ns)) AS h "
@@ -92,7 +93,7 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
         "SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint "
         "FROM cumulative, marks_digest", [key])
     if not snapshot.use_cache:
-        return
+        return False
     create_from(con, "cache_drift", located(snapshot, snapshot.drift),
                  "SELECT * FROM rows SEMI JOIN cache_fingerprints USING (baseline_key, run_id, fingerprint)")
     snapshot.drift = arrow_table(con.sql(f"SELECT {', '.join(DRIFT_ENTRY)} FROM cache_drift")).cast(
@@ -104,6 +105,7 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
     # the drift of stale cohort-runs computed since, a batch of runs at a time (`compute_drift`)
     con.execute(f"CREATE OR REPLACE TABLE drift_fresh AS SELECT * FROM {COMPUTED} LIMIT 0")
     serve_drift(con, snapshot)
+    return True
 
 
 def serve_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
