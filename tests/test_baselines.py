@@ -71,7 +71,7 @@ K3 = "      rolling_window_k: 3\n"
 
 def fetch(store, query: str, params=None) -> list[dict]:
     rel = store.sql(query, params)
-    return [dict(zip(rel.columns, row)) for row in rel.fetchall()]
+    return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
 
 
 def expected_pairs(effective_good: list, k: int = 3, kinds=KINDS) -> set:
@@ -90,8 +90,8 @@ def expected_pairs(effective_good: list, k: int = 3, kinds=KINDS) -> set:
 
 def fingerprint_diff(i: int, j: int) -> set:
     """Fields set on both sides that differ (docs/design.md §5.5 sanity)."""
-    cur = dict(zip(FIELDS, (RUNS[i][4], RUNS[i][5], "d0", RUNS[i][6])))
-    base = dict(zip(FIELDS, (RUNS[j][4], RUNS[j][5], "d0", RUNS[j][6])))
+    cur = dict(zip(FIELDS, (RUNS[i][4], RUNS[i][5], "d0", RUNS[i][6]), strict=True))
+    base = dict(zip(FIELDS, (RUNS[j][4], RUNS[j][5], "d0", RUNS[j][6]), strict=True))
     return {f for f in FIELDS if cur[f] is not None and base[f] is not None and cur[f] != base[f]}
 
 
@@ -324,7 +324,7 @@ def test_baselines_never_cross_views(tmp_path):
         cs_rows = [r for r in rows if r["view"] == "CROSS_SECTIONAL"]
         alone = fetch(cs_only, f"SELECT * FROM drift {DRIFT_ORDER}")
         assert len(cs_rows) == len(alone) > 0
-        for a, b in zip(cs_rows, alone):
+        for a, b in zip(cs_rows, alone, strict=True):
             assert a.keys() == b.keys()
             for field, value in a.items():
                 if isinstance(value, float):

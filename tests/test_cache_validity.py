@@ -19,7 +19,8 @@ from metricsduck.config import load_config
 from metricsduck.refresh import stale_runs
 from test_cache import write_run
 
-CONFIG = "safety:\n  telemetry:\n    trend:\n      window: {window}\n      min_runs: 2\n    drift:\n      psi_bins: {bins}\n"
+CONFIG = ("safety:\n  telemetry:\n    trend:\n      window: {window}\n      min_runs: 2\n"
+          "    drift:\n      psi_bins: {bins}\n")
 RUNS = 3
 
 
@@ -62,7 +63,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def test_a_refreshed_tree_has_nothing_stale(tree):
-    root, open_store, cohort_runs = tree
+    _, open_store, cohort_runs = tree
     with open_store() as store:
         assert store.snapshot.stale == 0
         assert store.sql("SELECT count(*) FROM cache_drift").fetchall() == [(cohort_runs,)]
@@ -81,7 +82,8 @@ def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, ch
         edit(sql_dir / "macros" / "trends_of.sql", "        ELSE 'flat'\n    END AS direction",
              "        ELSE 'flat'\n    END AS direction_old, 'flat' AS direction")
     else:
-        edit(sql_dir / "macros" / "rollup_stage_of.sql", "c.run_id, r.run_started_at", "c.run_id, r.run_started_at + INTERVAL 0 DAY AS run_started_at")
+        edit(sql_dir / "macros" / "rollup_stage_of.sql", "c.run_id, r.run_started_at",
+             "c.run_id, r.run_started_at + INTERVAL 0 DAY AS run_started_at")
 
     with open_store(window=window) as store:
         assert store.snapshot.stale == 0  # not one drift row to recompute
@@ -104,12 +106,13 @@ def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, ch
 
 @pytest.mark.parametrize("change", ["drift.psi_bins", "drift_scalar_of", "two_sample_bins"])
 def test_a_drift_change_makes_every_cached_drift_row_stale(tree, sql_dir, change):
-    root, open_store, cohort_runs = tree
+    _, open_store, cohort_runs = tree
     bins = 10
     if change == "drift.psi_bins":
         bins = 5
     elif change == "drift_scalar_of":
-        edit(sql_dir / "macros" / "drift_scalar_of.sql", "THEN t.delta / t.baseline_std", "THEN t.delta / t.baseline_std + 0")
+        edit(sql_dir / "macros" / "drift_scalar_of.sql", "THEN t.delta / t.baseline_std",
+             "THEN t.delta / t.baseline_std + 0")
     else:
         edit(sql_dir / "macros" / "two_sample_bins.sql", "AS contribution", "+ 0 AS contribution")
 
@@ -123,7 +126,7 @@ def test_a_drift_change_makes_every_cached_drift_row_stale(tree, sql_dir, change
 
 
 def test_documentation_edits_invalidate_nothing(tree, sql_dir):
-    root, open_store, _ = tree
+    _, open_store, _ = tree
     for path in [*sorted((sql_dir / "views").glob("*.sql")), *sorted((sql_dir / "macros").glob("*.sql"))]:
         path.write_text("-- reviewed\n" + path.read_text())
 

@@ -104,7 +104,8 @@ def test_status_on_an_empty_folder_is_exact_and_writes_nothing(runner: CliRunner
     assert lines[-13:] == ["data,metric sidecars,0", "data,sample sidecars,0", "data,runs,0",
                            "data,cohort-runs,0", "data,baseline keys,0", "data,fact rows,0",
                            "data,bad files,0", f"cache,folder,{root.resolve()}/.metricsduck/cache",
-                           "cache,tree walked,yes", "cache,sidecars read from the cache,0", "cache,sidecars read from the tree,0",
+                           "cache,tree walked,yes", "cache,sidecars read from the cache,0",
+                           "cache,sidecars read from the tree,0",
                            "cache,cohort-runs with drift cached,0", "cache,cohort-runs to refresh,0"]
     assert files_under(root) == []
 

@@ -24,10 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metricsduck
-from oracles import (
-    chi2_95_wilson_hilferty, ks_p_oracle, ks_statistic, psi_oracle, tier_ks, tier_psi, worse,
-)
 from metricsduck import load_config, write_cohort_metrics
+from oracles import chi2_95_wilson_hilferty, ks_p_oracle, ks_statistic, psi_oracle, tier_ks, tier_psi, worse
 
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=timezone.utc)
 STAGE, VIEW = "TRAINING", "CROSS_SECTIONAL"
@@ -171,7 +169,7 @@ def read_stored(run: dict, distribution: str) -> np.ndarray:
 def fetch(store, query: str, params=None) -> list[dict]:
     rel = store.sql(query, params)
     names = rel.columns
-    return [dict(zip(names, row)) for row in rel.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
 
 
 # Pinned trees: two runs each, run00 is the baseline (it defines the edges), run01 current.
@@ -364,7 +362,8 @@ def check_bins(snap: Snapshot) -> None:
         # Shares are the raw count/n (the epsilon floor applies inside the contribution only).
         assert [r["baseline_share"] for r in rows] == pytest.approx(psi["base_share"].tolist(), rel=1e-15, abs=0), key
         assert [r["current_share"] for r in rows] == pytest.approx(psi["cur_share"].tolist(), rel=1e-15, abs=0), key
-        assert [r["contribution"] for r in rows] == pytest.approx(psi["contribution"].tolist(), rel=1e-12, abs=1e-16), key
+        expected = pytest.approx(psi["contribution"].tolist(), rel=1e-12, abs=1e-16)
+        assert [r["contribution"] for r in rows] == expected, key
 
 
 # --- the oracles themselves -----------------------------------------------------------------------

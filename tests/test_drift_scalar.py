@@ -214,12 +214,12 @@ def scalar(tmp_path_factory):
     rel = store.sql("SELECT * FROM drift_scalar")
     rows = {}
     for values in rel.fetchall():
-        row = dict(zip(rel.columns, values))
+        row = dict(zip(rel.columns, values, strict=True))
         key = (row["baseline_key"], row["run_id"], row["baseline_kind"], row["metric"])
         assert key not in rows, f"two rows for {key}"
         rows[key] = row
     drift = store.sql("SELECT * FROM drift WHERE item_kind = 'metric'")
-    drift_rows = [dict(zip(drift.columns, values)) for values in drift.fetchall()]
+    drift_rows = [dict(zip(drift.columns, values, strict=True)) for values in drift.fetchall()]
     yield rows, drift_rows
     store.close()
 

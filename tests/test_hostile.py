@@ -74,7 +74,8 @@ def test_odd_but_safe_names_are_stored_and_read_back_exactly(tmp_path: Path) -> 
         for name in ODD:
             save(tracker, target=name, metrics={name: 1.0 + run})
     # every file stays under the root, one folder per target
-    assert {p.name for p in (root / "run0" / "REPRODUCIBILITY" / "TARGET_RANKING" / "CROSS_SECTIONAL").iterdir()} == set(ODD)
+    view = root / "run0" / "REPRODUCIBILITY" / "TARGET_RANKING" / "CROSS_SECTIONAL"
+    assert {p.name for p in view.iterdir()} == set(ODD)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
     with metricsduck.connect(root) as store:
         rows = store.sql("SELECT target, metric, value FROM facts WHERE run_id = 'r1'").fetchall()

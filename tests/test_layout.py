@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 from metricsduck import InputError
-from metricsduck.layout import (
-    baseline_key, check_name, check_symbol, cohort_dir, cohort_id_from_dir, sidecar_name,
-)
+from metricsduck.layout import baseline_key, check_name, check_symbol, cohort_dir, cohort_id_from_dir, sidecar_name
 
 UNSAFE_NAMES = ["a/b", "a\\b", "..", "x..y", "../up", ".", "", "a\x00b", "a\nb", "a\tb",
                 "n" * 201, "\u202e", "a\u2028b", "\x7f"]
@@ -25,7 +23,7 @@ def test_safe_names_pass_unchanged(name):
 
 @pytest.mark.parametrize("name", UNSAFE_NAMES, ids=repr)
 def test_unsafe_names_are_rejected_naming_the_key(name):
-    with pytest.raises(InputError, match="^target"):
+    with pytest.raises(InputError, match=r"^target"):
         check_name("target", name)
 
 

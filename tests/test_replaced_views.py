@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from metricsduck.catalog import apply, discover, fill_settings, packaged_sql_dir
-from metricsduck.snapshot import typed_empty
 from metricsduck.config import load_config
 from metricsduck.marks import marks_schema
+from metricsduck.snapshot import typed_empty
 from metricsduck.writer import metrics_schema, samples_schema
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -147,7 +147,8 @@ def test_rollup_view_keeps_the_rows_of_v007(demo_root: Path) -> None:
         assert len(expected) > 10_000 and store.sql("SELECT * FROM rollup_view ORDER BY ALL").fetchall() == expected
         assert {row[7] for row in expected} >= {"worst_item", "tier_ALERT", "population_psi", "median"}
         one_run = "SELECT * FROM {} WHERE run_id = (SELECT max(run_id) FROM runs) AND level = 'target' ORDER BY ALL"
-        assert store.sql(one_run.format("rollup_view")).fetchall() == store.sql(one_run.format("rollup_view_v007")).fetchall()
+        released = store.sql(one_run.format("rollup_view_v007")).fetchall()
+        assert store.sql(one_run.format("rollup_view")).fetchall() == released
 
 
 def test_trends_keep_the_rows_of_v006_for_every_scope(demo_root: Path) -> None:

@@ -238,9 +238,8 @@ def test_unknown_run_and_empty_tree_are_input_errors(demo, tmp_path: Path) -> No
     with pytest.raises(InputError, match="'no_such_run' is not in"):
         render_report(store, "no_such_run")
     (tmp_path / "empty").mkdir()
-    with metricsduck.connect(tmp_path / "empty") as empty:
-        with pytest.raises(InputError, match="no runs in"):
-            render_report(empty)
+    with metricsduck.connect(tmp_path / "empty") as empty, pytest.raises(InputError, match="no runs in"):
+        render_report(empty)
     result = CliRunner().invoke(main, ["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 4
     assert result.output.startswith("metricsduck: error: no runs in") and result.output.count("\n") == 1

@@ -203,7 +203,7 @@ def expected_direction(o: dict, min_r2: float, min_rel: float) -> str | None:
 
 def fetch(store, query: str = "SELECT * FROM trends", params=None) -> list[dict]:
     relation = store.sql(query, params)
-    return [dict(zip(relation.columns, r)) for r in relation.fetchall()]
+    return [dict(zip(relation.columns, r, strict=True)) for r in relation.fetchall()]
 
 
 def by_place(rows: list[dict]) -> dict:
@@ -507,7 +507,7 @@ def test_store_trends_of_a_run_are_the_rows_of_the_view(demo_store):
 
 
 def fetch_relation(relation) -> list[dict]:
-    return [dict(zip(relation.columns, r)) for r in relation.fetchall()]
+    return [dict(zip(relation.columns, r, strict=True)) for r in relation.fetchall()]
 
 
 def test_cli_trend_latest_decreasing_json(demo_store):
