@@ -6,14 +6,7 @@ __version__ = "0.1.0"
 
 from .check import Problem, check
 from .config import Config, load_config
-from .errors import (
-    ConfigError,
-    InputError,
-    MetricsDuckError,
-    SidecarError,
-    SqlFileError,
-    StorageError,
-)
+from .errors import ConfigError, InputError, MetricsDuckError, SidecarError, SqlFileError, StorageError
 from .store import Store, connect, init
 from .tracker import ReproducibilityTracker
 from .writer import write_cohort_metrics

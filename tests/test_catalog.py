@@ -115,7 +115,8 @@ def test_a_malformed_sql_file_is_an_error_naming_it(sql_dir, folder, name, text,
 def test_a_second_definition_of_a_name_is_an_error_naming_both_files(sql_dir):
     (sql_dir / "macros" / "facts.sql").write_text("CREATE OR REPLACE MACRO facts() AS 1;\n")
 
-    with pytest.raises(SqlFileError, match=re.escape("a second definition of 'facts' (also views/facts.sql)")) as caught:
+    message = re.escape("a second definition of 'facts' (also views/facts.sql)")
+    with pytest.raises(SqlFileError, match=message) as caught:
         discover(sql_dir)
 
     assert caught.value.path == sql_dir / "macros" / "facts.sql"
@@ -125,7 +126,8 @@ def test_a_dependency_cycle_is_an_error_naming_its_files(sql_dir):
     (sql_dir / "views" / "ping.sql").write_text("CREATE OR REPLACE VIEW ping AS SELECT * FROM pong;\n")
     (sql_dir / "views" / "pong.sql").write_text("CREATE OR REPLACE VIEW pong AS SELECT * FROM ping;\n")
 
-    with pytest.raises(SqlFileError, match=re.escape("dependency cycle: views/ping.sql -> views/pong.sql -> views/ping.sql")):
+    cycle = "dependency cycle: views/ping.sql -> views/pong.sql -> views/ping.sql"
+    with pytest.raises(SqlFileError, match=re.escape(cycle)):
         discover(sql_dir)
 
 
