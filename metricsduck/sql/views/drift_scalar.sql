@@ -7,5 +7,13 @@
 -- drift.critical_metrics, then the default tiers. rolling pools up to k runs:
 -- baseline_value is their mean, baseline_std their sample std, baseline_n how many values
 -- were pooled; z is set for rolling when n >= 2 and std > 0.
+-- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
+-- per reference inside the macros (the persisted catalog's sources are live globs).
 CREATE OR REPLACE VIEW drift_scalar AS
-SELECT * FROM drift_scalar_of('baselines', 'baseline_summary', 'missing_baselines', 'scalar_facts');
+WITH
+    tree_pairs AS MATERIALIZED (FROM baselines),
+    tree_summary AS MATERIALIZED (FROM baseline_summary_of('tree_pairs')),
+    tree_missing AS MATERIALIZED (FROM missing_baselines_of('cohort_runs', 'tree_summary')),
+    tree_samples AS MATERIALIZED (FROM samples),
+    tree_scalars AS MATERIALIZED (FROM scalar_facts_of('facts', 'tree_samples'))
+SELECT * FROM drift_scalar_of('tree_pairs', 'tree_summary', 'tree_missing', 'tree_scalars');
