@@ -17,8 +17,8 @@ from click.testing import CliRunner
 import metricsduck
 from metricsduck import compute as compute_module
 from metricsduck.cli import main
-from metricsduck.errors import InputError
 from metricsduck.engine import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, new_connection
+from metricsduck.errors import InputError
 
 ORDER = "ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"
 

@@ -89,8 +89,8 @@ def write_cohort(root: Path, rng: np.random.Generator, run: int, key: tuple, *, 
             dists["empty"] = [float("nan")] * int(rng.integers(1, 4))
     folder = root / run_id / cohort_dir(root, run, key, cohort).relative_to(root / f"run{run:02d}")
     metricsduck.write_cohort_metrics(
-        folder, run_id=run_id, run_started_at=started, written_at=started + written, stage=STAGE, view=view, target=target,
-        symbol=symbol, metrics=metrics, samples=dists,
+        folder, run_id=run_id, run_started_at=started, written_at=started + written, stage=STAGE, view=view,
+        target=target, symbol=symbol, metrics=metrics, samples=dists,
         git_commit=str(rng.choice(["abc", "abc", "abd"])), seed=7,
         good=[True, False, None][int(rng.integers(0, 3))],
     )

@@ -153,7 +153,7 @@ def test_every_cohort_run_has_the_twelve_metrics_with_their_kinds(store):
     kinds = {m: "number" for m in FLOAT_METRICS | INT_METRICS}
     kinds.update(leakage_flag="bool", metric_name="text", task_type="text")
     for _, _, metrics, metric_kinds in rows:
-        assert dict(zip(metrics, metric_kinds)) == kinds
+        assert dict(zip(metrics, metric_kinds, strict=True)) == kinds
     texts = store.sql(
         "SELECT DISTINCT metric, value_text FROM facts WHERE kind = 'text' ORDER BY 1"
     ).fetchall()
@@ -328,7 +328,7 @@ def test_stable_distributions_stay_far_below_psi_and_ks_thresholds(tree, samples
 def test_feature_importance_has_one_value_per_kept_feature(values, samples):
     sizes = {(key, run): s.size for (key, run, dist), s in samples.items() if dist == "feature_importance"}
     assert len(sizes) == 60 * RUNS
-    for (key, run), size in sizes.items():
+    for (key, _run), size in sizes.items():
         assert size == values[(key, "n_features_post_prune")][0]
 
 

@@ -51,14 +51,14 @@ def read_values(tree: Path, run: int, distribution: str, *, view: str, target: s
         cohort = cohort / f"symbol={symbol}"
     (path,) = cohort.glob("cohort=*/telemetry_samples.parquet")
     table = pq.read_table(path)
-    rows = [v for d, v in zip(table["distribution"].to_pylist(), table["value"].to_pylist())
+    rows = [v for d, v in zip(table["distribution"].to_pylist(), table["value"].to_pylist(), strict=True)
             if d == distribution and v is not None]
     assert rows, f"no {distribution} values in {path}"
     return np.array(rows, dtype=float)
 
 
 def as_dicts(relation) -> list[dict]:
-    return [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+    return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_psi_bins_method_equals_the_psi_bins_view(store):
     # every run but the first has previous_run and rolling; last_good_run skips nothing here
     assert len(from_view) > 3 * PSI_BINS
     assert len(from_method) == len(from_view)
-    for got, want in zip(from_method, from_view):
+    for got, want in zip(from_method, from_view, strict=True):
         assert got[:9] == want[:9]
         assert got[9:] == pytest.approx(want[9:], rel=1e-12, abs=1e-15)
 

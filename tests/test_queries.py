@@ -21,8 +21,15 @@ import pytest
 
 import metricsduck
 from metricsduck.demo import (
-    BAD_RUN, COLLAPSE_TARGET, FINGERPRINT_RUN, SHIFT_SYMBOL, SHIFT_TARGET, SYMBOLS, TARGETS,
-    TREND_TARGET, run_id_of,
+    BAD_RUN,
+    COLLAPSE_TARGET,
+    FINGERPRINT_RUN,
+    SHIFT_SYMBOL,
+    SHIFT_TARGET,
+    SYMBOLS,
+    TARGETS,
+    TREND_TARGET,
+    run_id_of,
 )
 from metricsduck.store import catalog_path, init
 
@@ -93,7 +100,7 @@ def answers(store):
             relation = store.sql(r.sql)
             cache[r.question] = (relation.columns, relation.fetchall())
         columns, rows = cache[r.question]
-        return [dict(zip(columns, row)) for row in rows]
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     return answer
 
@@ -131,10 +138,10 @@ def test_the_document_says_how_to_open_the_catalog():
 @pytest.mark.parametrize("r", RECIPES, ids=[r.question for r in RECIPES])
 def test_recipe_runs_in_the_persisted_catalog_and_through_connect_alike(catalog, answers, r):
     relation = catalog.sql(r.sql)
-    rows = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+    rows = [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
     expected = answers(r)
     assert len(rows) == len(expected)
-    for got, want in zip(rows, expected):
+    for got, want in zip(rows, expected, strict=True):
         assert got.keys() == want.keys()
         assert all(same(got[k], want[k]) for k in got), (got, want)
 

@@ -25,7 +25,7 @@ def where(injection) -> tuple:
 
 def rows(store, query: str, params=None) -> list[dict]:
     relation = store.sql(query, params)
-    return [dict(zip(relation.columns, r)) for r in relation.fetchall()]
+    return [dict(zip(relation.columns, r, strict=True)) for r in relation.fetchall()]
 
 
 def test_injected_drift_is_alert_exactly_where_the_demo_put_it(demo_store) -> None:

@@ -194,7 +194,7 @@ class RawReader(threading.Thread):
                     if files:
                         con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchall()
                         self.reads += 1
-        except Exception as exc:  # reported by the test, not lost in the thread
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by the test, not lost in the thread
             self.errors.append(repr(exc))
         finally:
             con.close()
@@ -510,7 +510,7 @@ def test_a_refresh_killed_before_any_of_its_writes_is_completed_by_the_next_refr
         shutil.copytree(base, root)
         procs[k] = subprocess.Popen([sys.executable, "-c", KILL_AT, str(root), str(k)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for k, proc in procs.items():
+    for proc in procs.values():
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGKILL, err
     for k, root in roots.items():
@@ -651,7 +651,7 @@ def test_a_refresh_that_cannot_write_names_each_file_and_leaves_old_files_intact
 
 
 def test_the_cli_refresh_exits_6_naming_each_file_it_could_not_write(unwritable, monkeypatch) -> None:
-    root, failing, before, _ = unwritable
+    root, failing, _, _ = unwritable
     result = CliRunner().invoke(main, ["refresh", str(root)])
     assert result.exit_code == 6
     errors = [line for line in result.stderr.splitlines() if "could not write" in line]

@@ -30,9 +30,9 @@ from click.testing import CliRunner
 
 import metricsduck
 import oracles
-from oracles import ks_p_oracle, ks_statistic, psi_oracle, worse
 from metricsduck import load_config, write_cohort_metrics
 from metricsduck.cli import main
+from oracles import ks_p_oracle, ks_statistic, psi_oracle, worse
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)
 RUNS = ("run_1", "run_2", "run_3")
@@ -158,7 +158,7 @@ def write_tree(root: Path) -> list[dict]:
 
 def fetch(store, query: str, params=None) -> list[dict]:
     relation = store.sql(query, params)
-    return [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+    return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
 
 def outputs(root: Path) -> dict[str, Path]:
@@ -382,7 +382,7 @@ def test_worst_items_are_the_ten_worst_drift_rows_worst_first(tree):
         assert [r["value"] for r in rows] == [float(p) for p in range(1, len(rows) + 1)], key
         got = [(r["metric"], r["baseline_kind"]) for r in rows]
         assert got == [(item, kind) for item, kind, *_ in expected[key]], key
-        for row, (item, kind, tier, target, symbol) in zip(rows, expected[key]):
+        for row, (item, kind, tier, target, symbol) in zip(rows, expected[key], strict=True):
             where = target + (f"/{symbol}" if symbol else "")
             assert row["detail"] == f"{tier} {item} ({kind}) at {where}", row
     # ALERT comes before WARN wherever a view has both
@@ -539,7 +539,7 @@ def test_stage_rollup_files_reference_each_view_rollup_by_relative_path(tree):
             assert [r["view"] for r in rows] == sorted(views)
             expected = sorted((r for r in tree.stage if (r["run_id"], r["stage"]) == (run_id, stage)),
                               key=lambda r: r["view"])
-            for row, exp in zip(rows, expected):
+            for row, exp in zip(rows, expected, strict=True):
                 assert "view_dir" not in row          # no absolute path in a stored file
                 assert row["rollup"] == f"{row['view']}/{PREFIX}_rollup.parquet"
                 assert (folder / row["rollup"]).is_file()
