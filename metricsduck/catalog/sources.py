@@ -78,6 +78,10 @@ def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False
     """
     sources = _sources(root, config)
     if not snapshot:
+        # Binding a view over `read_parquet(..., union_by_name)` reads every matching footer,
+        # and each view binds the sources again through its dependencies: keep the footers
+        # for this connection (DuckDB re-reads a file whose modification time changed).
+        con.execute("SET parquet_metadata_cache = true")
         for view, pattern, schema, _ in sources:
             files = con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0]
             body = typed_empty(schema)
