@@ -1,6 +1,4 @@
 # The two Quick-start commands: `make demo` and `make test`. Each sets up .venv itself.
-# --no-compile: pip would byte-compile all of scipy, pandas and matplotlib (about 25 s);
-# Python compiles the modules a run imports, once, on first import.
 # `make test-fast` runs the suite without the tests marked slow (pyproject's pytest markers).
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +9,7 @@ DEMO ?= demo-tree
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 demo: $(BIN)/.installed
