@@ -60,7 +60,7 @@ def output_options(func: Callable) -> Callable:
     """The shared `--format` / `-o` options of every command that prints rows."""
     func = click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
                         help="Write the rows to FILE instead of stdout.")(func)
-    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
+    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"], case_sensitive=False),
                         default="table", show_default=True, help="Output format.")(func)
 
 
@@ -298,11 +298,11 @@ DRIFT_TABLE_COLUMNS = (
 @main.command()
 @ROOT
 @filter_options
-@click.option("--baseline", type=click.Choice(BASELINE_KINDS),
+@click.option("--baseline", type=click.Choice(BASELINE_KINDS, case_sensitive=False),
               help="Only this baseline kind.")
-@click.option("--tier", type=click.Choice(TIERS),
+@click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
               help="Only rows at least this bad (WARN shows WARN and ALERT).")
-@click.option("--item", type=click.Choice(ITEM_KINDS), help="Only metrics or distributions.")
+@click.option("--item", type=click.Choice(ITEM_KINDS, case_sensitive=False), help="Only metrics or distributions.")
 @with_store
 @output_options
 def drift(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
@@ -329,7 +329,7 @@ TREND_TABLE_COLUMNS = (
 @ROOT
 @filter_options
 @click.option("--metric", help="Only this metric.")
-@click.option("--direction", type=click.Choice(DIRECTIONS),
+@click.option("--direction", type=click.Choice(DIRECTIONS, case_sensitive=False),
               help="Only trends going this way.")
 @with_store
 @output_options
@@ -354,7 +354,7 @@ def trend(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
 @click.option("--stage", help="Only this stage, e.g. TARGET_RANKING.")
 @click.option("--view", help="Only this view, e.g. CROSS_SECTIONAL.")
 @click.option("--run", help="A run id, or 'latest'.")
-@click.option("--level", type=click.Choice(LEVELS), default="view",
+@click.option("--level", type=click.Choice(LEVELS, case_sensitive=False), default="view",
               show_default=True, help="stage: one row per view of each stage; else that level "
                                       "of the view rollup.")
 @click.option("--measure", help="Only this measure of the view rollup, e.g. worst_item, p90, "

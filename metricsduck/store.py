@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +23,39 @@ from .config import Config, resolve_config
 from .engine import new_connection
 from .errors import InputError
 from .snapshot import Snapshot
-from .vocab import BASELINE_KINDS, DIRECTIONS, ITEM_KINDS, LEVELS, TIERS
+from .vocab import BASELINE_KINDS, DIRECTIONS, ITEM_KINDS, LEVELS, ROLLUP_MEASURES, TIERS
 
 
 def check_choice(name: str, value: str | None, choices: Sequence[str]) -> None:
     if value is not None and value not in choices:
         raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def unknown_value(name: str, value: str, known: Sequence[str], where: str) -> InputError:
+    """The error for a filter value the tree does not hold: the closest known values, or
+    (with none close) the known ones, the first ten of them."""
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    if not close:  # case and prefix slips that difflib's ratio misses: 'tsla', 'mean_scor'
+        close = [k for k in known if k.lower().startswith(value.lower()) or value.lower() == k.lower()][:3]
+    if close:
+        hint = f"did you mean {' or '.join(close)}?"
+    elif not known:
+        hint = "it has none"
+    else:
+        hint = f"known: {', '.join(known[:10])}" + (f" ({len(known)} in all)" if len(known) > 10 else "")
+    return InputError(f"{name} {value}: no such {name} in {where}; {hint}")
+
+
+# Where each filter's known values are: the column of the catalog that lists them.
+KNOWN_VALUES = {
+    "stage": "SELECT DISTINCT stage FROM cohort_runs",
+    "view": "SELECT DISTINCT view FROM cohort_runs",
+    "target": "SELECT DISTINCT target FROM cohort_runs",
+    "symbol": "SELECT DISTINCT symbol FROM cohort_runs",
+    "baseline_key": "SELECT DISTINCT baseline_key FROM cohort_runs",
+    "metric": "SELECT DISTINCT metric FROM facts",
+    "distribution": "SELECT DISTINCT distribution FROM samples",
+}
 
 
 class Store:
@@ -104,6 +132,7 @@ class Store:
         """
         check_choice("baseline", baseline, BASELINE_KINDS)
         check_choice("item", item, ITEM_KINDS)
+        run = self._run(run)
         self.compute_drift(run=run)
         return self._filtered(
             "drift",
@@ -125,6 +154,7 @@ class Store:
         history first.
         """
         check_choice("direction", direction, DIRECTIONS)
+        run = self._run(run)
         return self._filtered(
             "trends" if run is None else f"trends_of('{self._run_scope(run)}')",
             {"stage": stage, "view": view, "target": target, "symbol": symbol, "metric": metric,
@@ -139,6 +169,7 @@ class Store:
         view of each stage); 'view', 'target' or 'symbol' that level of `rollup_view`,
         optionally one `measure` of it."""
         check_choice("level", level, LEVELS)
+        run = self._run(run)
         self.compute_drift(run=run)  # the rollups count drift tiers
         if level == "stage":
             if measure is not None:
@@ -239,6 +270,7 @@ class Store:
             if value is not None and not isinstance(value, str):
                 raise InputError(f"{name} must be a string, got {type(value).__name__} {value!r}")
         check_choice("baseline", baseline, BASELINE_KINDS)
+        run = self._run(run)
         pairs = (
             "(SELECT c.stage, c.view, c.target, c.symbol, p.baseline_key, p.run_id, c.run_started_at, "
             "p.baseline_kind, p.baseline_run_id, p.baseline_runs, d.distribution, p.pair_id "
@@ -272,6 +304,43 @@ class Store:
 
         return ensure_drift(self, run=run, progress=progress)
 
+    def _run(self, run: str | None) -> str | None:
+        """`run` as the filters use it: None, 'latest' (any case) or a run id of the tree; a
+        run folder's name resolves to the run id of the sidecars in it. Anything else is an
+        InputError naming the newest run ids."""
+        if run is None:
+            return None
+        if not isinstance(run, str):
+            raise InputError(f"run must be a string, got {type(run).__name__} {run!r}")
+        if run.lower() == "latest":
+            return "latest"
+        known = [r for (r,) in self.sql("SELECT run_id FROM runs ORDER BY ordinal DESC").fetchall()]
+        if run in known:
+            return run
+        root = str(self.root.resolve()).rstrip("/") + "/"
+        folders = self.sql(
+            "SELECT DISTINCT run_id FROM cohort_runs WHERE starts_with(source_file, $root) "
+            "AND split_part(substr(source_file, length($root) + 1), '/', 1) = $folder",
+            {"root": root, "folder": run}).fetchall()
+        if len(folders) == 1:
+            return str(folders[0][0])
+        raise unknown_value("run", run, ["latest", *known], str(self.root))
+
+    def _check_values(self, equals: dict[str, Any]) -> None:
+        """Each filter value the tree holds, or an InputError with the closest known ones."""
+        for column, value in equals.items():
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InputError(f"{column} must be a string, got {type(value).__name__} {value!r}")
+            if column == "measure":
+                if value not in ROLLUP_MEASURES:
+                    raise unknown_value("measure", value, ROLLUP_MEASURES, "the view rollup")
+            elif column in KNOWN_VALUES:
+                known = sorted(v for (v,) in self.sql(KNOWN_VALUES[column]).fetchall() if v is not None)
+                if value not in known:
+                    raise unknown_value(column, value, known, str(self.root))
+
     def _run_scope(self, run: str) -> str:
         """A new temp table of the cohort-runs (baseline_key, run_id) of `run` (a run id or
         'latest'), for the macros that compute chosen cohort-runs only; returns its name."""
@@ -286,7 +355,9 @@ class Store:
 
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,
                   order: str) -> Any:
-        """`SELECT * FROM view` with equality filters on known columns; values are bound."""
+        """`SELECT * FROM view` with equality filters on known columns; values are bound.
+        A value the tree does not hold is an InputError, never an empty result."""
+        self._check_values(equals)
         conditions, params = [], {}
         for column, value in equals.items():
             if value is not None:

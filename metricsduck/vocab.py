@@ -13,6 +13,11 @@ BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
 DIRECTIONS = ("increasing", "decreasing", "flat")
 LEVELS = ("stage", "view", "target", "symbol")  # rollup levels, top down
 ITEM_KINDS = ("metric", "distribution")  # what a drift row compares
+# The measures of `rollup_view`, in the order its definition computes them.
+ROLLUP_MEASURES = (
+    "cohorts", "targets", "symbols", "count", "mean", "std", "min", "p10", "median", "p90", "max",
+    "tier_OK", "tier_WARN", "tier_ALERT", "alert_share", "population_psi", "population_ks_d", "worst_item",
+)
 # Fields both sides of a comparison carry; a difference labels it FINGERPRINT_MISMATCH.
 FINGERPRINT_FIELDS = ("git_commit", "config_hash", "data_fingerprint", "seed")
 

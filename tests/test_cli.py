@@ -178,8 +178,8 @@ def test_output_file_option_writes_the_rows(runner: CliRunner, tree: Path, tmp_p
 
 def test_drift_filters_are_bound_not_pasted(runner: CliRunner, tree: Path) -> None:
     hostile = run(runner, "drift", tree, "--target", "x' OR 1=1 --", "--format", "json")
-    assert hostile.exit_code == 0
-    assert json.loads(hostile.stdout) == []
+    assert hostile.exit_code == 4 and "target x' OR 1=1 --: no such target" in hostile.stderr
+    assert hostile.stdout == ""
     real = json.loads(run(runner, "drift", tree, "--target", "t_a", "--format", "json").stdout)
     assert real and {row["target"] for row in real} == {"t_a"}
 

@@ -486,7 +486,8 @@ def test_store_trends_filters(demo_store):
     down = fetch_relation(store.trends(direction="decreasing"))
     assert down == [r for r in sorted(everything, key=lambda r: r["run_started_at"], reverse=True)
                     if r["direction"] == "decreasing"]
-    assert fetch_relation(store.trends(metric="composite_score' OR '1'='1")) == []
+    with pytest.raises(InputError, match=r"no such metric .*; did you mean composite_score"):
+        store.trends(metric="composite_score' OR '1'='1")
     with pytest.raises(InputError, match="direction"):
         store.trends(direction="sideways")
 
@@ -503,7 +504,8 @@ def test_store_trends_of_a_run_are_the_rows_of_the_view(demo_store):
         assert store.trends(run=run).fetchall() == expected, run
     latest = store.sql(f"SELECT * FROM trends WHERE run_id = '{latest_run(store)}' {order}").fetchall()
     assert store.trends(run="latest").fetchall() == latest
-    assert store.trends(run="no_such_run").fetchall() == []
+    with pytest.raises(InputError, match="run no_such_run: no such run"):
+        store.trends(run="no_such_run")
 
 
 def fetch_relation(relation) -> list[dict]:
@@ -537,8 +539,11 @@ def test_cli_trend_filters_are_bound_not_pasted(edge_tree):
         ("--view", "CROSS_SECTIONAL\"; DROP VIEW trends; --"),
     ):
         result = invoke("trend", root, option, value, "--format", "json")
-        assert result.exit_code == 0, (option, result.output)
-        assert json.loads(result.stdout) == [], option
+        assert result.exit_code == 4, (option, result.output)
+        assert f"{option[2:]} {value}: no such {option[2:]}" in result.stderr, option
+        assert result.stdout == ""
+    again = invoke("trend", root, "--target", "t_edge", "--format", "json")
+    assert again.stdout == control.stdout  # nothing was dropped or changed
 
 
 def test_cli_trend_csv_and_table(edge_tree):
