@@ -89,7 +89,8 @@ def test_odd_but_safe_names_are_stored_and_read_back_exactly(tmp_path: Path) -> 
     runner = CliRunner()
     for option in ("--stage", "--view", "--target", "--symbol", "--run"):
         result = runner.invoke(main, ["drift", str(root), option, "zz' OR 1=1 --", "--format", "json"])
-        assert result.exit_code == 0 and result.stdout == "[]\n", option
+        assert result.exit_code == 4 and result.stdout == "", option
+        assert f"{option[2:]} zz' OR 1=1 --: no such {option[2:]}" in result.stderr, option
 
 
 @pytest.mark.parametrize("query", [
