@@ -46,16 +46,9 @@ def unknown_value(name: str, value: str, known: Sequence[str], where: str) -> In
     return InputError(f"{name} {value}: no such {name} in {where}; {hint}")
 
 
-# Where each filter's known values are: the column of the catalog that lists them.
-KNOWN_VALUES = {
-    "stage": "SELECT DISTINCT stage FROM cohort_runs",
-    "view": "SELECT DISTINCT view FROM cohort_runs",
-    "target": "SELECT DISTINCT target FROM cohort_runs",
-    "symbol": "SELECT DISTINCT symbol FROM cohort_runs",
-    "baseline_key": "SELECT DISTINCT baseline_key FROM cohort_runs",
-    "metric": "SELECT DISTINCT metric FROM facts",
-    "distribution": "SELECT DISTINCT distribution FROM samples",
-}
+# The view whose column of the same name lists each filter's known values.
+KNOWN_IN = {"stage": "cohort_runs", "view": "cohort_runs", "target": "cohort_runs", "symbol": "cohort_runs",
+            "baseline_key": "cohort_runs", "metric": "facts", "distribution": "samples"}
 
 
 class Store:
@@ -263,12 +256,6 @@ class Store:
         `two_sample_bins('psi_source')` is that view's own
         definition applied to the picked pairs alone (tests hold the two equal).
         """
-        filters = {"stage": stage, "view": view, "target": target, "symbol": symbol,
-                   "baseline_key": baseline_key, "baseline": baseline, "run": run,
-                   "distribution": distribution}
-        for name, value in filters.items():
-            if value is not None and not isinstance(value, str):
-                raise InputError(f"{name} must be a string, got {type(value).__name__} {value!r}")
         check_choice("baseline", baseline, BASELINE_KINDS)
         run = self._run(run)
         pairs = (
@@ -333,11 +320,11 @@ class Store:
                 continue
             if not isinstance(value, str):
                 raise InputError(f"{column} must be a string, got {type(value).__name__} {value!r}")
-            if column == "measure":
-                if value not in ROLLUP_MEASURES:
-                    raise unknown_value("measure", value, ROLLUP_MEASURES, "the view rollup")
-            elif column in KNOWN_VALUES:
-                known = sorted(v for (v,) in self.sql(KNOWN_VALUES[column]).fetchall() if v is not None)
+            if column == "measure" and value not in ROLLUP_MEASURES:
+                raise unknown_value(column, value, ROLLUP_MEASURES, "the view rollup")
+            if column in KNOWN_IN:
+                known = sorted(v for (v,) in self.sql(f"SELECT DISTINCT {column} FROM {KNOWN_IN[column]}").fetchall()
+                               if v is not None)
                 if value not in known:
                     raise unknown_value(column, value, known, str(self.root))
 
