@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import bind_sources, catalog_path, catalog_states, discover, persisted_fingerprints
+from .catalog import bind_snapshot, catalog_path, catalog_states, discover, persisted_fingerprints
 from .config import Config, load_config, resolve_config
 from .errors import ConfigError, InputError, StorageError
 from .layout import CACHE_DIR, CONFIG_FILE, baseline_key, sidecar_name
@@ -96,7 +96,7 @@ def _open_store(root: Path, config: Config, sql_dir: Path | None) -> Store:
 
     con = new_connection()
     try:
-        snapshot = bind_sources(con, root, config, snapshot=True, use_cache=False)
+        snapshot = bind_snapshot(con, root, config, use_cache=False)
     except BaseException:
         con.close()
         raise

@@ -132,20 +132,24 @@ def main(ctx: click.Context, debug: bool) -> None:
 @config_option
 @output_options
 def init(root: str, config_path: str | None, fmt: str, output: str | None) -> None:
-    """Persist the catalog as ROOT/.metricsduck/catalog.duckdb (and save --config beside it).
+    """Refresh ROOT and persist its catalog as ROOT/.metricsduck/catalog.duckdb (saving
+    --config beside it).
 
-    Afterwards `duckdb ROOT/.metricsduck/catalog.duckdb -c "select * from facts"` works
-    from any directory. The catalog is derived: init rebuilds it whenever the SQL changed.
-    Prints each SQL definition with its fingerprint and its state before.
+    Afterwards `duckdb -readonly ROOT/.metricsduck/catalog.duckdb -c "select * from drift"`
+    works from any directory, with the DuckDB CLI of PyPI (`pip install duckdb-cli`) too.
+    Its views read the compacted cache: they show the tree as the last refresh left it,
+    so run `metricsduck refresh ROOT` after each run. The catalog is derived: init
+    rebuilds it whenever the SQL changed. Prints each SQL definition with its fingerprint
+    and its state before.
 
     Example: metricsduck init RESULTS --config safety.yaml
     """
     from .catalog import catalog_states, discover, persisted_fingerprints
-    from .output import emit
+    from .output import emit, progress_reporter
     from .store import init as init_catalog
 
     before = catalog_states(discover(), persisted_fingerprints(Path(root)))
-    path = init_catalog(Path(root), _config(root, config_path))
+    path = init_catalog(Path(root), _config(root, config_path), progress=progress_reporter)
     click.echo(f"metricsduck: catalog written to {path}", err=True)
     emit(["definition", "fingerprint", "before"], [(d.label, d.fingerprint[:12], state) for d, state in before],
          fmt, output)

@@ -33,6 +33,8 @@ from .snapshot.segments import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import duckdb
 
     from .catalog import Catalog
@@ -127,6 +129,29 @@ def serve_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
     if con.execute("SELECT count(*) FROM cache_stale").fetchall()[0][0]:
         served += f"\nUNION ALL\nSELECT {columns} FROM {COMPUTED} SEMI JOIN cache_stale USING (baseline_key, run_id)"
     con.execute(f"CREATE OR REPLACE VIEW {SERVED} AS {served}")
+
+
+def serve_cached(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """The persisted catalog's `drift`: the drift rows the last refresh cached (the drift
+    index names the segment holding each cohort-run's rows), read on every query.
+
+    A refresh caches the drift of every cohort-run it saw, so this is the drift of the
+    tree as the last refresh left it; nothing is computed on a query.
+    """
+    from .catalog.sources import in_cache, write_placeholder
+    from .engine import sql_string
+    from .snapshot.segments import DRIFT_INDEX_FILE, cache_dir, segment_glob
+
+    schema = arrow_table(con.sql(f"SELECT * FROM {COMPUTED} LIMIT 0")).schema
+    write_placeholder(root, segment_glob(DRIFT_SOURCE), schema)
+    columns = ", ".join(schema.names)
+    con.execute(
+        f"CREATE OR REPLACE VIEW {SERVED} AS SELECT {columns} FROM read_parquet("
+        f"{sql_string(in_cache(root, segment_glob(DRIFT_SOURCE)))}, union_by_name = true, "
+        "hive_partitioning = false, filename = 'segment_file') "
+        f"SEMI JOIN (SELECT baseline_key, run_id, {sql_string(str(cache_dir(root.resolve())) + '/')} || segment "
+        f"AS segment_file FROM read_parquet({sql_string(in_cache(root, DRIFT_INDEX_FILE))})) "
+        "USING (baseline_key, run_id, segment_file)")
 
 
 def stage_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, relation: str, outputs: str) -> None:

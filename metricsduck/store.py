@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .catalog import (
     Catalog,
-    bind_sources,
+    bind_snapshot,
     build,
     catalog_path,
     catalog_states,
@@ -21,7 +21,7 @@ from .catalog import (
 from .compute import LATEST_RUN
 from .config import Config, resolve_config
 from .engine import new_connection
-from .errors import InputError
+from .errors import InputError, StorageError
 from .snapshot import Snapshot
 from .vocab import BASELINE_KINDS, DIRECTIONS, ITEM_KINDS, LEVELS, ROLLUP_MEASURES, TIERS
 
@@ -411,9 +411,9 @@ class Store:
     def reload(self) -> None:
         """Take a new snapshot of the sidecars and marks (new and changed files appear)."""
         previous = self._snapshot
-        self._take(bind_sources(self.con, self.root, self.config, snapshot=True,
-                                use_cache=previous is None or previous.use_cache,
-                                cached_only=previous is not None and not previous.walked))
+        self._take(bind_snapshot(self.con, self.root, self.config,
+                                 use_cache=previous is None or previous.use_cache,
+                                 cached_only=previous is not None and not previous.walked))
         self._bind_drift()
 
     def close(self) -> None:
@@ -445,16 +445,22 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     catalog = discover(sql_dir)
     con = new_connection()
     try:
-        snapshot = build(con, root, config, catalog=catalog, snapshot=True, use_cache=use_cache,
-                         cached_only=cached_only)
+        snapshot = build(con, root, config, catalog=catalog, use_cache=use_cache, cached_only=cached_only)
     except BaseException:
         con.close()
         raise
     return Store(root, config, con, catalog, snapshot)
 
 
-def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None) -> Path:
-    """Persist the catalog under `ROOT/.metricsduck/` and save the config beside it."""
+def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,
+         progress: Callable[[str], Callable[[int, int], None]] | None = None) -> Path:
+    """Refresh ROOT, then persist the catalog under `ROOT/.metricsduck/` (and save the
+    config beside it); returns the catalog's path.
+
+    The persisted catalog reads the compacted cache, which `refresh` keeps: it shows the
+    tree as the last refresh left it. `progress(step)` gives the `(done, total)` callback
+    of each step ('refresh', 'catalog').
+    """
     from .files import write_atomic
     from .layout import CACHE_DIR, CONFIG_FILE
 
@@ -465,5 +471,11 @@ def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None
         source = Path(config.source)
         if source.resolve() != saved.resolve():
             write_atomic(saved, source.read_bytes())
-    path, _ = init_catalog(root, config, sql_dir=sql_dir)
+    with connect(root, config, sql_dir=sql_dir) as store:
+        summary = store.refresh(progress=progress and progress("refresh"))
+    if summary.failed:
+        path, reason = summary.failed[0]
+        raise StorageError(f"{path}: could not write it ({reason}), nor {len(summary.failed) - 1} more; "
+                           "the catalog was not written: fix the folder's permissions or space and rerun init")
+    path, _ = init_catalog(root, config, sql_dir=sql_dir, progress=progress and progress("catalog"))
     return path

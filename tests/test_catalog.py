@@ -280,8 +280,10 @@ def test_the_persisted_catalog_answers_from_any_directory(tmp_path, sql_dir, mon
 
     assert rows == [("r1", "mean_score", 0.75), ("r1", "n_models", 3.0)]
     assert settings["drift.psi_bins"] == 10.0
-    # no temp files left: only the catalog and the zero-row placeholders of the globs
-    assert sorted(os.listdir(root / ".metricsduck")) == ["catalog.duckdb", "empty", "marks"]
+    # no temp files left: the catalog, the cache init's refresh kept, and the zero-row
+    # placeholders of the globs
+    assert sorted(os.listdir(root / ".metricsduck")) == ["cache", "catalog.duckdb", "empty", "marks",
+                                                         "refresh.lock"]
     assert sorted(os.listdir(root / ".metricsduck" / "marks")) == ["empty.parquet"]
 
 
@@ -460,15 +462,26 @@ def test_samples_view_reads_the_samples_sidecars(tmp_path, open_store):
     assert rows == [("none", 1, 1, None), ("oof", 3, 1, 0.25), ("oof", 3, 1, 0.75)]
 
 
-def test_the_persisted_catalog_sees_sidecars_written_after_init(tmp_path, sql_dir):
+def test_the_persisted_catalog_shows_the_tree_as_the_last_refresh_left_it(tmp_path, sql_dir):
     root = tmp_path / "tree"
-    put(root, run_id="r1", started=T0)
+    put(root, run_id="r1", started=T0, metrics={"mean_score": 0.5})
     path = metricsduck.init(root, sql_dir=sql_dir)
+    put(root, run_id="r2", started=T0 + timedelta(days=1), metrics={"mean_score": 0.75})
 
-    put(root, run_id="r2", started=T0 + timedelta(days=1))
+    def runs_and_drift() -> tuple[list, list]:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return (con.execute("SELECT run_id FROM runs ORDER BY ordinal").fetchall(),
+                    con.execute("SELECT run_id, baseline_kind, current_value, baseline_value FROM drift "
+                                "WHERE item = 'mean_score' AND baseline_kind = 'previous_run' "
+                                "ORDER BY run_id").fetchall())
 
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT run_id FROM runs ORDER BY ordinal").fetchall() == [("r1",), ("r2",)]
+    assert runs_and_drift() == ([("r1",)], [("r1", "previous_run", 0.5, None)])
+
+    with metricsduck.connect(root, sql_dir=sql_dir) as store:
+        store.refresh()
+
+    assert runs_and_drift() == ([("r1",), ("r2",)],
+                                [("r1", "previous_run", 0.5, None), ("r2", "previous_run", 0.75, 0.5)])
 
 
 HAND_WRITTEN_SCHEMA = [  # docs/design.md §3.1, spelled out here rather than taken from the writer

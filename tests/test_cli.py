@@ -14,6 +14,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
+import metricsduck
 from metricsduck.catalog import discover
 from metricsduck.cli import main
 from metricsduck.writer import write_cohort_metrics
@@ -117,7 +118,9 @@ def test_init_persists_a_catalog_usable_from_any_directory(
     facts = discover()["facts"].fingerprint[:12]
     assert result.stdout.splitlines()[0] == "definition,fingerprint,before"
     assert f"views/facts.sql,{facts},not persisted" in result.stdout.splitlines()
-    assert result.stderr == f"metricsduck: catalog written to {tree / '.metricsduck' / 'catalog.duckdb'}\n"
+    written = tree / ".metricsduck" / "catalog.duckdb"
+    assert result.stderr.splitlines()[-1] == f"metricsduck: catalog written to {written}"
+    assert f"metricsduck: catalog: {len(discover())}/{len(discover())}" in result.stderr.splitlines()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -262,18 +265,29 @@ def test_metricsduck_console_script_is_installed() -> None:
     assert out.returncode == 0 and "Usage: metricsduck" in out.stdout
 
 
-def test_catalog_made_on_an_empty_tree_sees_sidecars_and_marks_written_later(
+def test_catalog_made_on_an_empty_tree_sees_what_later_refreshes_cache_and_marks(
         runner: CliRunner, tmp_path: Path) -> None:
     root = tmp_path / "later"
     assert run(runner, "init", root).exit_code == 0
     catalog = str(root / ".metricsduck" / "catalog.duckdb")
     con = duckdb.connect(catalog, read_only=True)
     assert con.sql("select count(*) from facts").fetchall() == [(0,)]
+    assert con.sql("select count(*) from drift").fetchall() == [(0,)]
     con.close()
     write_run(root, 1, 0.5)
     write_run(root, 2, 0.5)
     assert run(runner, "mark", root, "run_1", "--bad").exit_code == 0
     con = duckdb.connect(catalog, read_only=True)
-    assert con.sql("select count(*) from facts").fetchall() == [(8,)]
-    assert con.sql("select run_id, good from marks").fetchall() == [("run_1", False)]
+    assert con.sql("select count(*) from facts").fetchall() == [(0,)]  # not refreshed yet
+    assert con.sql("select run_id, good from marks").fetchall() == [("run_1", False)]  # marks are live
     con.close()
+    assert run(runner, "refresh", root).exit_code == 0
+    con = duckdb.connect(catalog, read_only=True)
+    assert con.sql("select count(*) from facts").fetchall() == [(8,)]
+    drift = con.sql("select run_id, item, baseline_kind, baseline_run_id from drift "
+                    "where run_id = 'run_2' order by all").fetchall()
+    con.close()
+    with metricsduck.connect(root) as store:
+        assert drift == store.sql("select run_id, item, baseline_kind, baseline_run_id from drift "
+                                  "where run_id = 'run_2' order by all").fetchall()
+    assert drift and all(kind != "last_good_run" or base is None for _, _, kind, base in drift)

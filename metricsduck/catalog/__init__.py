@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from .definitions import (
     update_ledger,
 )
 from .settings import fill_settings, settings_values
-from .sources import bind_sources, write_placeholders
+from .sources import bind_cache, bind_snapshot, write_placeholders
 
 if TYPE_CHECKING:
     import duckdb
@@ -38,9 +39,10 @@ if TYPE_CHECKING:
     from ..snapshot import Snapshot
 
 __all__ = [
-    "INPUTS", "Catalog", "Definition", "apply", "bind_sources", "build", "cache_key", "catalog_path",
-    "catalog_states", "discover", "fill_settings", "init_catalog", "ledger_changes", "packaged_sql_dir",
-    "persisted_fingerprints", "read_ledger", "update_ledger", "write_placeholders",
+    "INPUTS", "STORAGE_VERSION", "Catalog", "Definition", "apply", "bind_cache", "bind_snapshot",
+    "build", "cache_key", "catalog_path", "catalog_states", "discover", "fill_settings", "init_catalog",
+    "ledger_changes", "packaged_sql_dir", "persisted_fingerprints", "read_ledger", "update_ledger",
+    "write_placeholders"
 ]
 
 CATALOG_TABLE = "metricsduck_catalog"
@@ -80,24 +82,38 @@ def apply(con: duckdb.DuckDBPyConnection, definition: Definition) -> None:
 
 
 def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir: Path | None = None,
-          catalog: Catalog | None = None, snapshot: bool = False, use_cache: bool = True,
-          cached_only: bool = False) -> Snapshot | None:
+          catalog: Catalog | None = None, persisted: bool = False, use_cache: bool = True,
+          cached_only: bool = False, progress: Callable[[int, int], None] | None = None) -> Snapshot | None:
     """Fill the settings, bind the sources and apply every definition on `con`.
 
-    Returns the snapshot the sources were read from (`snapshot`), else None.
+    The sources are a snapshot of the tree (returned; `bind_snapshot`), or with `persisted`
+    the compacted cache as the last refresh left it (`bind_cache`; returns None). Either
+    way `drift` is served by `compute`, not computed by every query. `progress(done,
+    total)` is called after each definition.
     """
-    from ..compute import SERVED, bind_drift
+    from ..compute import SERVED, bind_drift, serve_cached
 
     catalog = catalog or discover(sql_dir)
     con.execute("SET TimeZone = 'UTC'")
     fill_settings(con, config, root)
-    taken = bind_sources(con, root, config, snapshot=snapshot, use_cache=use_cache, cached_only=cached_only)
+    taken = None
+    if persisted:
+        write_placeholders(root)
+        bind_cache(con, root, config)
+    else:
+        taken = bind_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
     try:
-        for definition in catalog:
-            # over a snapshot, `drift` is served from the cache (`compute.bind_drift`) before the
-            # rollup views are bound over it: binding them over the computed chain costs more
-            if not (definition.name == SERVED and taken is not None and bind_drift(con, taken, catalog, config)):
+        for done, definition in enumerate(catalog, 1):
+            # `drift` is served before the rollup views are bound over it: binding them over
+            # the computed chain costs more
+            if definition.name != SERVED:
                 apply(con, definition)
+            elif persisted:
+                serve_cached(con, root)
+            elif not (taken is not None and bind_drift(con, taken, catalog, config)):
+                apply(con, definition)
+            if progress is not None:
+                progress(done, len(catalog))
         if taken is not None and SERVED not in catalog:
             bind_drift(con, taken, catalog, config)
     except BaseException:
@@ -140,31 +156,42 @@ def catalog_states(catalog: Catalog, persisted: dict[str, str] | None) -> list[t
     return [(d, "current" if persisted.get(d.name) == d.fingerprint else "out of date") for d in catalog]
 
 
-def init_catalog(root: Path, config: Config, *, sql_dir: Path | None = None
-                 ) -> tuple[Path, list[tuple[Definition, str]]]:
+# The storage version the persisted catalog is written in: the newest the newest DuckDB CLI
+# on PyPI reads (`pip install duckdb-cli`, 1.5.x), which cannot open a file of DuckDB 2.
+STORAGE_VERSION = "v1.5.0"
+
+
+def init_catalog(root: Path, config: Config, *, sql_dir: Path | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, list[tuple[Definition, str]]]:
     """Persist the catalog as `ROOT/.metricsduck/catalog.duckdb`, replacing it atomically.
 
-    Its views read the live sidecar globs, so it sees files written later. Returns the
-    path and each definition's state before this call.
+    Its views read the compacted cache, so they show the tree as the last `refresh` left
+    it. The file is written in `STORAGE_VERSION`. Returns the path and each definition's
+    state before this call.
     """
     import duckdb
+
+    from ..engine import sql_string
 
     path = catalog_path(root)
     catalog = discover(sql_dir)
     states = catalog_states(catalog, persisted_fingerprints(root))
-    write_placeholders(root, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
     try:
-        con = duckdb.connect(str(tmp))
+        con = duckdb.connect()
         try:
-            build(con, root, config, catalog=catalog)
+            con.execute(f"ATTACH {sql_string(str(tmp))} AS persisted (STORAGE_VERSION '{STORAGE_VERSION}')")
+            con.execute("USE persisted")
+            build(con, root, config, catalog=catalog, persisted=True, progress=progress)
             con.execute(f"CREATE OR REPLACE TABLE {CATALOG_TABLE} (name VARCHAR PRIMARY KEY, kind VARCHAR, "
                         "fingerprint VARCHAR, file VARCHAR)")
             con.executemany(f"INSERT INTO {CATALOG_TABLE} VALUES (?, ?, ?, ?)",
                             [(d.name, d.kind, d.fingerprint, d.label) for d in catalog])
-            con.execute("CHECKPOINT")
+            con.execute("USE memory")
+            con.execute("DETACH persisted")
         finally:
             con.close()
         os.replace(tmp, path)

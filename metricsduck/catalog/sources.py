@@ -1,8 +1,9 @@
 """The logical source tables the views read: `facts_raw`, `samples_raw` and `marks_raw`.
 
-Python binds them either to a snapshot of the tree (read once, through the compacted
-cache; the in-memory store) or to live globs over the sidecars (the persisted catalog,
-which sees files written later). An empty tree gives empty typed tables.
+Python binds them either to a snapshot of the tree (`bind_snapshot`: read once, through the
+compacted cache; the in-memory store) or to the compacted cache itself (`bind_cache`: the
+persisted catalog, which reads the tree as the last refresh cached it). An empty tree gives
+empty typed tables.
 """
 
 from __future__ import annotations
@@ -12,40 +13,92 @@ from typing import Any
 
 from ..config import Config
 from ..engine import sql_string
-from ..layout import CACHE_DIR, sidecar_name
+from ..layout import CACHE_DIR
 from ..snapshot import Snapshot, misfits, read_files, take_snapshot, typed_empty, unreadable
+from ..snapshot.segments import DRIFT_ENTRY, DRIFT_INDEX_FILE, ENTRY, MANIFEST_FILE, SOURCES, cache_dir, segment_glob
 
+# Zero-row files that keep the persisted catalog's globs non-empty. They sit beside the
+# cache folder, so `ROOT/.metricsduck/*/<name>` matches them and whatever the cache holds:
+# DuckDB rejects a glob that matches nothing, and a catalog made before the first refresh
+# must see what refreshes cache later. They hold no rows, so they change no result.
 PLACEHOLDER_DIR = "empty"
 
 
-def _sources(root: Path, config: Config) -> list[tuple[str, str, Any, Path]]:
-    """`(view, glob, schema, placeholder)` of each logical source table under `root`."""
+def _marks(root: Path) -> tuple[str, Any, Path]:
     from ..marks import MARKS_DIR, marks_glob, marks_schema
-    from ..writer import metrics_schema, samples_schema
 
-    root = root.resolve()
-    metrics, samples = (sidecar_name(config.prefix, a, "parquet") for a in ("metrics", "samples"))
-    empty = root / CACHE_DIR / PLACEHOLDER_DIR
-    return [
-        ("facts_raw", f"{root}/**/{metrics}", metrics_schema(), empty / metrics),
-        ("samples_raw", f"{root}/**/{samples}", samples_schema(), empty / samples),
-        ("marks_raw", marks_glob(root), marks_schema(), root / CACHE_DIR / MARKS_DIR / "empty.parquet"),
-    ]
+    return marks_glob(root), marks_schema(), root / CACHE_DIR / MARKS_DIR / "empty.parquet"
 
 
-def write_placeholders(root: Path, config: Config) -> None:
-    """Zero-row files that keep every source glob non-empty.
+def in_cache(root: Path, name: str) -> str:
+    """The persisted catalog's glob over a file of the cache folder (or its segments, with
+    `name` a pattern): it matches the placeholder too."""
+    return f"{Path(root).resolve()}/{CACHE_DIR}/*/{name}"
 
-    The persisted catalog's views read the live glob, and DuckDB rejects a glob that
-    matches nothing; with these, a catalog made on an empty tree sees sidecars and marks
-    written later. They hold no rows, so they change no result.
-    """
+
+def write_placeholder(root: Path, name: str, schema: Any) -> None:
+    """A zero-row file `name` (of `schema`) that `in_cache(root, name)` matches."""
     import pyarrow as pa
 
     from ..files import parquet_bytes, write_atomic
 
-    for _, _, schema, placeholder in _sources(root, config):
-        write_atomic(placeholder, parquet_bytes(pa.Table.from_pylist([], schema=schema)))
+    path = Path(root) / CACHE_DIR / PLACEHOLDER_DIR / name.replace("*", "placeholder")
+    write_atomic(path, parquet_bytes(pa.Table.from_pylist([], schema=schema)))
+
+
+def write_placeholders(root: Path) -> None:
+    """The placeholders of `bind_cache`'s globs and of the marks glob."""
+    import pyarrow as pa
+
+    from ..files import parquet_bytes, write_atomic
+    from ..snapshot.segments import listing_schema
+    from ..writer import metrics_schema, samples_schema
+
+    for name, schema in ((segment_glob("facts_raw"), _with_source_file(metrics_schema())),
+                         (segment_glob("samples_raw"), _with_source_file(samples_schema())),
+                         (MANIFEST_FILE, listing_schema(ENTRY)), (DRIFT_INDEX_FILE, listing_schema(DRIFT_ENTRY))):
+        write_placeholder(root, name, schema)
+    _, marks, path = _marks(root)
+    write_atomic(path, parquet_bytes(pa.Table.from_pylist([], schema=marks)))
+
+
+def _with_source_file(schema: Any) -> Any:
+    import pyarrow as pa
+
+    return schema.append(pa.field("source_file", pa.string()))
+
+
+def bind_cache(con: Any, root: Path, config: Config) -> None:
+    """Create the source tables of the persisted catalog as views over the compacted cache.
+
+    `facts_raw` and `samples_raw` are the rows of the sidecars the cache's manifest lists,
+    as the last refresh left them (`cache_live`: each live sidecar with its segment);
+    `bad_files` the sidecars it left out; `marks_raw` reads the marks on every query.
+    Segments a refresh retired stay in the folder for a while; the manifest leaves their
+    rows out. `write_placeholders` first: DuckDB binds a view as it creates it.
+    """
+    root = root.resolve()
+    cache = f"{cache_dir(root)}/"
+    con.execute(
+        f"CREATE OR REPLACE VIEW cache_live AS SELECT {sql_string(str(root) + '/')} || path AS source_file, "
+        f"source, {sql_string(cache)} || segment AS segment_file "
+        f"FROM read_parquet({sql_string(in_cache(root, MANIFEST_FILE))}) WHERE reason IS NULL")
+    con.execute(
+        f"CREATE OR REPLACE VIEW bad_files AS SELECT {sql_string(str(root) + '/')} || path AS path, source, reason "
+        f"FROM read_parquet({sql_string(in_cache(root, MANIFEST_FILE))}) WHERE reason IS NOT NULL")
+    for source in SOURCES:
+        con.execute(
+            f"CREATE OR REPLACE VIEW {source} AS SELECT * EXCLUDE (segment_file) FROM ("
+            f"SELECT * REPLACE ({sql_string(str(root) + '/')} || source_file AS source_file) "
+            f"FROM read_parquet({sql_string(in_cache(root, segment_glob(source)))}, union_by_name = true, "
+            "hive_partitioning = false, filename = 'segment_file')) "
+            f"SEMI JOIN (SELECT source_file, segment_file FROM cache_live WHERE source = {sql_string(source)}) "
+            "USING (source_file, segment_file)")
+    pattern, schema, _ = _marks(root)
+    con.execute(
+        f"CREATE OR REPLACE VIEW marks_raw AS {typed_empty(schema)}\nUNION ALL BY NAME\n"
+        f"SELECT * FROM read_parquet({sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
+        "filename = 'source_file')")
 
 
 def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]]:
@@ -63,42 +116,23 @@ def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]
     return _load_marks(con, files[:middle], schema) + _load_marks(con, files[middle:], schema)
 
 
-def bind_sources(con: Any, root: Path, config: Config, *, snapshot: bool = False,
-                 use_cache: bool = True, cached_only: bool = False) -> Snapshot | None:
-    """Create `facts_raw`, `samples_raw` and `marks_raw` over the files under `root`.
+def bind_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = True,
+                  cached_only: bool = False) -> Snapshot:
+    """Create `facts_raw`, `samples_raw`, `marks_raw` and `bad_files` from one snapshot of
+    the files under `root`, and return it.
 
-    Each is the typed empty schema UNION ALL BY NAME the files, so an empty tree gives
-    empty typed tables and sidecars missing an optional column read as NULL there.
-    With `snapshot`, they are read once (`metricsduck.cache.take_snapshot`, through the
-    compacted cache unless `use_cache` is False; with `cached_only`, the sidecars the cache
-    lists, as of its last refresh, without a walk of the tree): files that cannot be read, or are not
+    They are read once (`metricsduck.snapshot.take_snapshot`, through the compacted cache
+    unless `use_cache` is False; with `cached_only`, the sidecars the cache lists, as of
+    its last refresh, without a walk of the tree): files that cannot be read, or are not
     sidecars, are left out and listed in `bad_files` (path, source, reason) instead of
-    failing the whole tree; the snapshot is returned. Without it they are live views over
-    the glob that see new files on every query (the persisted catalog).
+    failing the whole tree.
     """
-    sources = _sources(root, config)
-    if not snapshot:
-        # Binding a view over `read_parquet(..., union_by_name)` reads every matching footer,
-        # and each view binds the sources again through its dependencies: keep the footers
-        # for this connection (DuckDB re-reads a file whose modification time changed).
-        con.execute("SET parquet_metadata_cache = true")
-        for view, pattern, schema, _ in sources:
-            files = con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0]
-            body = typed_empty(schema)
-            if files:
-                body += (
-                    "\nUNION ALL BY NAME\nSELECT * FROM read_parquet("
-                    f"{sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
-                    "filename = 'source_file')"
-                )
-            con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
-        return None
     con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
     # Sidecars and marks are read once each, and may change between snapshots: their
     # footers are not kept (a cold snapshot reads 200,000 of them at 100k cohort-runs).
     con.execute("SET parquet_metadata_cache = false")
     taken, bad = take_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
-    _, pattern, schema, _ = sources[2]
+    pattern, schema, _ = _marks(root)
     files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
     con.execute(f"CREATE OR REPLACE TABLE marks_raw AS {typed_empty(schema)}")
     unread = _load_marks(con, files, schema) if files else []

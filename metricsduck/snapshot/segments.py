@@ -90,6 +90,11 @@ def segment_name(source: str) -> str:
     return f"{source}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
 
 
+def segment_glob(source: str) -> str:
+    """The pattern every segment name of `source` matches."""
+    return f"{source}-*.parquet"
+
+
 def _read_listing(folder: Path, name: str, columns: tuple[str, ...]) -> tuple[Any, dict[str, Segment]] | None:
     """The rows (an Arrow table of `columns`) and segments of one listing file (the
     manifest or the drift index), or None.
