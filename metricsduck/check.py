@@ -163,14 +163,14 @@ class _Checker:
 
     def _identities(self, store: Store, table: str) -> None:
         # newer versions are in bad_files already; the views read version 1 rows only
-        for source_file, version in store.sql(
+        for source_file, version in store.con.sql(
                 f"SELECT source_file, min(schema_version) FROM {table} GROUP BY ALL "
                 f"HAVING bool_or(schema_version <> {SCHEMA_VERSION}) ORDER BY ALL").fetchall():
             self.bad.add(self.shown(source_file))
             self.add(self.shown(source_file), "bad_sidecar",
                      f"schema_version {version} is not {SCHEMA_VERSION}: the views leave its rows "
                      "out; rewrite it")
-        rows = store.sql(f"SELECT DISTINCT source_file, {', '.join(IDENTITY)} FROM {table} "
+        rows = store.con.sql(f"SELECT DISTINCT source_file, {', '.join(IDENTITY)} FROM {table} "
                          "ORDER BY ALL").fetchall()
         by_file: dict[str, list[tuple]] = {}
         for source_file, *identity in rows:
@@ -192,7 +192,7 @@ class _Checker:
 
     def _duplicates(self, store: Store, table: str) -> None:
         # the same order as the facts/samples views: newest written_at, then the later path, wins
-        rows = store.sql(
+        rows = store.con.sql(
             "WITH files AS (SELECT baseline_key, run_id, source_file, max(written_at) AS written_at "
             f"FROM {table} GROUP BY ALL) "
             "SELECT baseline_key, run_id, source_file FROM files "

@@ -218,7 +218,9 @@ def sql(store: Store, query: str, fmt: str, output: str | None) -> None:
     if reads_drift(store, query):  # not the whole stale history in one query
         _compute_drift(store, None)
     try:
-        relation = store.sql(query)
+        # the store's own connection: drained here, and under the locked configuration a
+        # cursor could not turn its progress bar off
+        relation = store.con.sql(query)
         if relation is None:
             click.echo("metricsduck: statement ran; it returns no rows", err=True)
             return
@@ -421,7 +423,7 @@ def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: st
     from .output import emit
 
     with _store(root, config_path) as store:
-        known = {r[0] for r in store.sql("SELECT run_id FROM runs").fetchall()}
+        known = {r[0] for r in store.con.sql("SELECT run_id FROM runs").fetchall()}
     if run_id not in known:
         raise InputError(f"run {run_id!r} is not in {root}; `metricsduck sql {root} "
                          "\"select * from runs\"` lists the runs")

@@ -196,7 +196,7 @@ def stale_count(store: Store) -> int:
     """Cohort-runs whose drift the served relation would compute now (0 without the cache)."""
     if not store.cached_drift:
         return 0
-    return store.sql("SELECT count(*) FROM cache_stale").fetchall()[0][0]
+    return store.con.sql("SELECT count(*) FROM cache_stale").fetchall()[0][0]
 
 
 def reads_drift(store: Store, query: str) -> bool:
@@ -225,7 +225,7 @@ def ensure_drift(store: Store, *, run: str | None = None, runs: Iterable[str] | 
         return 0  # the common case, checked first
     wanted: list[str] | None = None
     if run == "latest":
-        latest = store.sql(f"SELECT {LATEST_RUN}").fetchall()
+        latest = store.con.sql(f"SELECT {LATEST_RUN}").fetchall()
         if not latest or latest[0][0] is None:
             return 0
         wanted = [latest[0][0]]
@@ -246,12 +246,13 @@ def compute_drift(store: Store, runs: list[str] | None = None,
     history in one query.
     """
     con = store.con
-    stale = [run for (run,) in store.sql(
+    stale = [run for (run,) in store.con.sql(
         "SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM cache_stale) ORDER BY ordinal").fetchall()
         if runs is None or run in runs]
     if not stale:
         return 0
-    total = store.sql("SELECT count(*) FROM cache_stale WHERE list_contains(?, run_id)", [stale]).fetchall()[0][0]
+    total = store.con.sql("SELECT count(*) FROM cache_stale WHERE list_contains(?, run_id)",
+                          params=[stale]).fetchall()[0][0]
     done = 0
     with materialised(store):
         for batch in batches(store, stale):
@@ -297,7 +298,7 @@ def batches(store: Store, selected: list[str]) -> list[list[str]]:
     """`selected` in order, cut into batches of at most BATCH_COMPARISONS comparisons
     (cohort-runs and the baseline cohort-runs they compare against); a run heavier than
     that is a batch of its own. Small trees refresh in one go, large ones run by run."""
-    weights = dict(store.sql(
+    weights = dict(store.con.sql(
         "SELECT run_id, count(*) FROM (SELECT run_id FROM cohort_runs UNION ALL "
         "SELECT run_id FROM baselines) GROUP BY run_id").fetchall())
     cut: list[list[str]] = []

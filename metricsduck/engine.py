@@ -49,6 +49,17 @@ MEMORY_LIMIT_ENV = "METRICSDUCK_MEMORY_LIMIT"
 TEMP_LIMIT_ENV = "METRICSDUCK_TEMP_LIMIT"
 
 
+def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """`con` without DuckDB's progress bar (a per-connection setting: each cursor needs it)."""
+    import duckdb
+
+    # it writes to stderr even without a terminal; inside Jupyter without ipywidgets DuckDB
+    # refuses any progress-bar setting, and a locked configuration any setting at all
+    with contextlib.suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def new_connection() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection that prints no progress bar and works within bounds.
 
@@ -62,11 +73,7 @@ def new_connection() -> duckdb.DuckDBPyConnection:
     """
     import duckdb
 
-    con = duckdb.connect()
-    # it writes to stderr even without a terminal; inside Jupyter without ipywidgets DuckDB
-    # refuses any progress-bar setting
-    with contextlib.suppress(duckdb.InvalidInputException):
-        con.execute("SET enable_progress_bar = false")
+    con = quiet(duckdb.connect())
     spill = _spill_dir()
     con.execute("SET temp_directory = ?", [str(_own_spill_dir(spill))])
     for setting, variable, default in (("memory_limit", MEMORY_LIMIT_ENV, _memory_default),

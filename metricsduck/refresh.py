@@ -99,20 +99,20 @@ def stale_runs(store: Any) -> list[str]:
     """
     prefix = store.config.prefix
     if store.cached_drift:
-        stale = {row[0] for row in store.sql(
+        stale = {row[0] for row in store.con.sql(
             "SELECT run_id FROM cache_fingerprints ANTI JOIN cache_drift USING (baseline_key, run_id) UNION "
             "SELECT run_id FROM cache_drift WHERE outputs IS DISTINCT FROM ?",
-            [outputs_key(store.catalog, store.config)]).fetchall()}
+            params=[outputs_key(store.catalog, store.config)]).fetchall()}
     else:
-        stale = {row[0] for row in store.sql("SELECT DISTINCT run_id FROM cache_fingerprints").fetchall()}
+        stale = {row[0] for row in store.con.sql("SELECT DISTINCT run_id FROM cache_fingerprints").fetchall()}
     outputs = [sidecar_name(prefix, "drift", ext) for ext in ("parquet", "json")]
     # one check per cohort-run of the history: plain strings, cheaper than Path objects
-    for run_id, facts_file in store.sql("SELECT run_id, source_file FROM cohort_runs").fetchall():
+    for run_id, facts_file in store.con.sql("SELECT run_id, source_file FROM cohort_runs").fetchall():
         folder = os.path.dirname(facts_file)
         if run_id not in stale and not all(os.path.exists(os.path.join(folder, name)) for name in outputs):
             stale.add(run_id)
     rollups = [sidecar_name(prefix, "rollup", ext) for ext in ("parquet", "json")]
-    for run_id, view_dir in store.sql("SELECT run_id, view_dir FROM view_dirs").fetchall():
+    for run_id, view_dir in store.con.sql("SELECT run_id, view_dir FROM view_dirs").fetchall():
         # the view's rollup files and its stage's (the parent folder)
         folders = (Path(view_dir), Path(view_dir).parent)
         if not all((folder / name).exists() for folder in folders for name in rollups):
@@ -176,7 +176,7 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
                          "(cached_only) and does not see the tree; refresh with a store that does "
                          "(connect without cached_only)")
     with refresh_lock(store.root, on_wait), materialised(store):
-        known = [r[0] for r in store.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
+        known = [r[0] for r in store.con.sql("SELECT run_id FROM runs ORDER BY ordinal").fetchall()]
         if all_runs:
             selected = known
         elif runs is not None:
@@ -188,8 +188,9 @@ def refresh(store: Any, *, runs: Iterable[str] | None = None, all_runs: bool = F
         else:
             selected = stale_runs(store)
         summary = RefreshSummary(runs=selected)
-        total = store.sql("SELECT count(*) FROM cohort_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
-                          "AND stage IS NOT DISTINCT FROM coalesce(?, stage)", [selected, stage]).fetchall()[0][0]
+        total = store.con.sql("SELECT count(*) FROM cohort_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                              "AND stage IS NOT DISTINCT FROM coalesce(?, stage)",
+                              params=[selected, stage]).fetchall()[0][0]
         # a batch of runs at a time, published as it completes: the work and memory of each
         # step are bounded by its runs and their baselines, and a refresh stopped mid-way
         # keeps what it did
@@ -236,14 +237,14 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
 def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
                   progress: Callable[[int, int], None] | None) -> None:
     prefix = store.config.prefix
-    cohorts = store.sql(
+    cohorts = store.con.sql(
         "SELECT baseline_key, run_id, source_file, " + ", ".join(FINGERPRINT_FIELDS) +
         f" FROM cohort_runs WHERE {scope} ORDER BY baseline_key, run_id"
     ).fetchall()
-    drift = dict(_groups(_arrow(store.sql(
+    drift = dict(_groups(_arrow(store.con.sql(
         f"SELECT * FROM {BATCH_DRIFT} ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
         DRIFT_SCHEMA_ID), "baseline_key", "run_id"))
-    trends = dict(_groups(_arrow(store.sql(  # the trends of these cohort-runs alone (V009)
+    trends = dict(_groups(_arrow(store.con.sql(  # the trends of these cohort-runs alone (V009)
         f"SELECT * FROM trends_of('{SCOPE_COHORTS}') ORDER BY baseline_key, run_id, metric"),
         TREND_SCHEMA_ID), "baseline_key", "run_id"))
     summary.cohorts += len(cohorts)
@@ -290,10 +291,10 @@ def _rollup_files(store: Any, scope: str, summary: RefreshSummary) -> None:
     import pyarrow as pa
 
     prefix = store.config.prefix
-    stages = _arrow(store.sql(
+    stages = _arrow(store.con.sql(
         f"SELECT * FROM rollup_stage_of('{BATCH_DRIFT}') WHERE {scope} ORDER BY run_id, stage, view"),
         ROLLUP_STAGE_SCHEMA_ID)
-    views = dict(_groups(_arrow(store.sql(
+    views = dict(_groups(_arrow(store.con.sql(
         f"SELECT * FROM rollup_view_of('{BATCH_DRIFT}') WHERE {scope} ORDER BY run_id, stage, view, level, target, "
         "symbol, measure, metric, baseline_kind, value"), ROLLUP_VIEW_SCHEMA_ID),
         "run_id", "stage", "view"))

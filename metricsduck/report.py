@@ -89,7 +89,7 @@ class Node:
 def resolve_run(store: Store, run: str) -> tuple[Any, ...]:
     """`(run_id, run_started_at, cohort_runs, stages, ordinal, runs in tree)` of `run`
     ('latest' or a run id); an empty tree or an unknown run is an InputError."""
-    runs = store.sql("SELECT run_id, run_started_at, cohort_runs, stages, ordinal FROM runs "
+    runs = store.con.sql("SELECT run_id, run_started_at, cohort_runs, stages, ordinal FROM runs "
                      "ORDER BY ordinal").fetchall()
     if not runs:
         raise InputError(f"no runs in {store.root}: nothing to report (write sidecars first, "
@@ -109,7 +109,7 @@ def run_drift(store: Store, run_id: str) -> duckdb.DuckDBPyRelation:
     run only (`Store.compute_drift`).
     """
     store.compute_drift(run=run_id)
-    rows = store.sql("SELECT * FROM drift WHERE run_id = $run", {"run": run_id})
+    rows = store.con.sql("SELECT * FROM drift WHERE run_id = $run", params={"run": run_id})
     return store.con.from_arrow(arrow_table(rows))
 
 
@@ -132,12 +132,12 @@ def _tier_counts(drift: duckdb.DuckDBPyRelation) -> list[tuple[Any, ...]]:
 
 def _sanity(store: Store, run_id: str) -> list[tuple[Any, ...]]:
     """Cohort-runs x baseline kinds whose baseline is not a clean comparison."""
-    return store.sql(
+    return store.con.sql(
         "SELECT sanity_status, baseline_kind, coalesce(fingerprint_diff, ''), count(*) "
         "FROM baseline_summary WHERE run_id = $run AND sanity_status <> 'OK' "
         "GROUP BY sanity_status, baseline_kind, fingerprint_diff "
         f"ORDER BY sanity_status, {KIND_ORDER}, 3",
-        {"run": run_id}).fetchall()
+        params={"run": run_id}).fetchall()
 
 
 def _tree(drift: duckdb.DuckDBPyRelation) -> Node:
@@ -225,7 +225,7 @@ def _series(store: Store, run_id: str, pairs: set[tuple[str, str]]) -> dict[tupl
     """The last trend.window finite values of each (baseline_key, metric) up to this run."""
     if not pairs:
         return {}
-    rows = store.sql(
+    rows = store.con.sql(
         "WITH points AS ("
         "  SELECT f.baseline_key, f.metric, cr.ordinal, f.value, row_number() OVER ("
         "    PARTITION BY f.baseline_key, f.metric ORDER BY cr.ordinal DESC) AS back "
@@ -236,7 +236,7 @@ def _series(store: Store, run_id: str, pairs: set[tuple[str, str]]) -> dict[tupl
         "  AND f.metric IN (SELECT unnest($metrics))) "
         "SELECT baseline_key, metric, value FROM points, settings_wide AS cfg "
         "WHERE back <= cfg.trend_window ORDER BY baseline_key, metric, ordinal",
-        {"run": run_id, "metrics": sorted({p[1] for p in pairs})}).fetchall()
+        params={"run": run_id, "metrics": sorted({p[1] for p in pairs})}).fetchall()
     found: dict[tuple, list] = {}
     for key, metric, value in rows:
         if (key, metric) in pairs:

@@ -20,7 +20,7 @@ from .catalog import (
 )
 from .compute import LATEST_RUN
 from .config import Config, resolve_config
-from .engine import new_connection
+from .engine import new_connection, quiet
 from .errors import InputError, StorageError
 from .snapshot import Snapshot
 from .vocab import BASELINE_KINDS, DIRECTIONS, ITEM_KINDS, LEVELS, ROLLUP_MEASURES, TIERS
@@ -54,8 +54,9 @@ KNOWN_IN = {"stage": "cohort_runs", "view": "cohort_runs", "target": "cohort_run
 class Store:
     """An in-memory DuckDB catalog over one results tree.
 
-    `store.con` is the connection; `store.sql(query, params)` returns a DuckDB relation
-    (`.df()`, `.arrow()`, `.pl()`, `.fetchall()`). Parameters are bound, never pasted.
+    `store.sql(query, params)` returns a DuckDB relation (`.df()`, `.arrow()`, `.pl()`,
+    `.fetchall()`) on a cursor of its own; parameters are bound, never pasted. `store.con` is
+    the store's own connection, which its methods and the refresh use (temp tables included).
     """
 
     def __init__(self, root: Path, config: Config, con: Any, catalog: Catalog,
@@ -65,19 +66,25 @@ class Store:
         self.con = con
         self.catalog = catalog
         self._snapshot: Snapshot | None = None
-        self._cleanup: Any = None
         self._locked = False
         self._scopes = itertools.count()
         self._take(snapshot)
 
     def _take(self, snapshot: Snapshot | None) -> None:
-        """Hold `snapshot` (its staged segments are removed with the store, or at exit)."""
-        import weakref
+        """Hold `snapshot`, dropping the one held before.
 
-        if self._cleanup is not None:
-            self._cleanup()
+        Its staged segments are removed by `close` (or `reload`) or at exit, never when the
+        store is garbage-collected: a relation it handed out reads them lazily and may
+        outlive it (`metricsduck.connect(root).sql(query).fetchall()`).
+        """
+        import atexit
+
+        if self._snapshot is not None:
+            atexit.unregister(self._snapshot.close)
+            self._snapshot.close()
         self._snapshot = snapshot
-        self._cleanup = weakref.finalize(self, snapshot.close) if snapshot is not None else None
+        if snapshot is not None:
+            atexit.register(snapshot.close)
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -85,7 +92,9 @@ class Store:
         return self._snapshot
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
-        return self.con.sql(query, params=params)
+        """`query` as a DuckDB relation on a cursor of its own: a result left undrained (an
+        `.arrow()` reader, a relation Jupyter keeps in `Out[n]`) never blocks the next call."""
+        return quiet(self.con.cursor()).sql(query, params=params)
 
     def status(self) -> list[tuple[str, str, str]]:
         """`(section, item, value)` rows describing the tree and the catalog; writes nothing."""
@@ -96,7 +105,7 @@ class Store:
                      else str(catalog_path(self.root))))
         for definition, state in catalog_states(self.catalog, persisted):
             rows.append(("sql", definition.label, f"{definition.fingerprint[:12]} {state}"))
-        counts = self.sql(
+        counts = self.con.sql(
             "SELECT (SELECT count(DISTINCT source_file) FROM facts_raw), "
             "(SELECT count(DISTINCT source_file) FROM samples_raw), "
             "(SELECT count(*) FROM runs), (SELECT count(*) FROM cohort_runs), "
@@ -113,7 +122,7 @@ class Store:
 
     def bad_files(self) -> list[tuple[str, str, str]]:
         """`(path, source, reason)` of every file left out of this snapshot."""
-        return self.sql("SELECT path, source, reason FROM bad_files ORDER BY path").fetchall()
+        return self.con.sql("SELECT path, source, reason FROM bad_files ORDER BY path").fetchall()
 
     def drift(self, *, stage: str | None = None, view: str | None = None,
               target: str | None = None, symbol: str | None = None, baseline: str | None = None,
@@ -301,14 +310,14 @@ class Store:
             raise InputError(f"run must be a string, got {type(run).__name__} {run!r}")
         if run.lower() == "latest":
             return "latest"
-        known = [r for (r,) in self.sql("SELECT run_id FROM runs ORDER BY ordinal DESC").fetchall()]
+        known = [r for (r,) in self.con.sql("SELECT run_id FROM runs ORDER BY ordinal DESC").fetchall()]
         if run in known:
             return run
         root = str(self.root.resolve()).rstrip("/") + "/"
-        folders = self.sql(
+        folders = self.con.sql(
             "SELECT DISTINCT run_id FROM cohort_runs WHERE starts_with(source_file, $root) "
             "AND split_part(substr(source_file, length($root) + 1), '/', 1) = $folder",
-            {"root": root, "folder": run}).fetchall()
+            params={"root": root, "folder": run}).fetchall()
         if len(folders) == 1:
             return str(folders[0][0])
         raise unknown_value("run", run, ["latest", *known], str(self.root))
@@ -323,21 +332,23 @@ class Store:
             if column == "measure" and value not in ROLLUP_MEASURES:
                 raise unknown_value(column, value, ROLLUP_MEASURES, "the view rollup")
             if column in KNOWN_IN:
-                known = sorted(v for (v,) in self.sql(f"SELECT DISTINCT {column} FROM {KNOWN_IN[column]}").fetchall()
+                query = f"SELECT DISTINCT {column} FROM {KNOWN_IN[column]}"
+                known = sorted(v for (v,) in self.con.sql(query).fetchall()
                                if v is not None)
                 if value not in known:
                     raise unknown_value(column, value, known, str(self.root))
 
     def _run_scope(self, run: str) -> str:
-        """A new temp table of the cohort-runs (baseline_key, run_id) of `run` (a run id or
+        """A new table of the cohort-runs (baseline_key, run_id) of `run` (a run id or
         'latest'), for the macros that compute chosen cohort-runs only; returns its name."""
         name = f"run_scope_{next(self._scopes)}"
         if run == "latest":
             condition, params = f"run_id = {LATEST_RUN}", None
         else:
             condition, params = "run_id = $run_id", {"run_id": run}
-        self.sql(f"CREATE TEMP TABLE {name} AS SELECT baseline_key, run_id FROM cohort_runs WHERE {condition}",
-                 params)
+        # not TEMP: the relation that reads it runs on a cursor of its own (`sql`)
+        self.con.execute(f"CREATE TABLE {name} AS SELECT baseline_key, run_id FROM cohort_runs WHERE {condition}",
+                         params)
         return name
 
     def _filtered(self, view: str, equals: dict[str, Any], *, tier: str | None, run: str | None,

@@ -100,3 +100,61 @@ def test_bins_and_cdfs_add_up_to_the_drift_row(executed):
         assert float(psi_sum) == pytest.approx(float(psi), abs=2e-6)
         assert float(gap) == pytest.approx(float(ks_d), abs=2e-6)
         assert float(psi) >= 0.2 and float(ks_d) >= 0.1  # both are the injected ALERTs
+
+
+# --- results left undrained, stores left to the garbage collector ------------------------------
+
+UNDRAINED_CELLS = [
+    "import gc, json, metricsduck\nstore = metricsduck.connect(ROOT)",
+    # each result is left undrained in Out[n], as Jupyter keeps it
+    "store.trends(run='latest').arrow()",
+    "store.rollups(run='latest', level='stage').arrow()",
+    "store.drift(run='latest', tier='ALERT').arrow()",
+    "store.psi_bins(run='latest').arrow()",
+    "store.sql('select * from samples').arrow()",
+    "print(json.dumps({'alerts': store.drift(run='latest', tier='ALERT').fetchall().__len__()}))",
+    # the one-liner: the store is garbage-collected while its relation still reads its files
+    "rows = metricsduck.connect(ROOT).sql(\"select count(*) from drift where tier = 'ALERT'\").fetchall()\n"
+    "gc.collect()\nprint(json.dumps({'one_liner': rows[0][0]}))",
+    "reader = metricsduck.connect(ROOT).sql('select * from samples').arrow()\ngc.collect()\n"
+    "print(json.dumps({'samples': reader.read_all().num_rows}))",
+    "summary = store.refresh()\nstore.reload()\n"
+    "runs = store.sql('select count(*) from runs').fetchall()[0][0]\n"
+    "print(json.dumps({'refreshed': len(summary.runs), 'runs': runs}))",
+    "store.rollups(run='latest', level='view').arrow()",
+    "print(json.dumps({'after_refresh': len(store.drift(run='latest', tier='ALERT').fetchall())}))",
+]
+
+
+@pytest.mark.slow  # runs a notebook in a kernel
+def test_results_left_undrained_and_collected_stores_break_nothing(demo_trees, tmp_path):
+    """Any order of calls works with results left undrained (each query runs on a cursor of
+    its own), and a relation outlives the store it came from (its staged files stay until
+    the store is closed or the process exits). The tree is not refreshed, so every sidecar
+    is read from files the store staged."""
+    import json
+
+    import metricsduck
+
+    root = demo_trees.copy(tmp_path / "tree", runs=RUNS, seed=0).root
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(f"ROOT = {str(root)!r}")] + [
+        nbformat.v4.new_code_cell(source) for source in UNDRAINED_CELLS]
+    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=180,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+
+    printed: dict[str, int] = {}
+    for text in outputs(notebook, "stream"):
+        for line in text.splitlines():
+            printed.update(json.loads(line))
+    with metricsduck.connect(root) as store:
+        alerts = len(store.drift(run="latest", tier="ALERT").fetchall())
+        samples = store.sql("select count(*) from samples").fetchall()[0][0]
+    assert alerts > 0 and samples > 0
+    assert printed == {"alerts": alerts, "one_liner": alerts, "samples": samples, "refreshed": RUNS,
+                       "runs": RUNS, "after_refresh": alerts}
+    readers = [o for cell in notebook.cells for o in cell.get("outputs", [])
+               if o["output_type"] == "execute_result"]
+    assert len(readers) == 6 and all("RecordBatchReader" in o["data"]["text/plain"] for o in readers)

@@ -94,7 +94,7 @@ def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir
     from ..compute import SERVED, bind_drift, serve_cached
 
     catalog = catalog or discover(sql_dir)
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # global: the cursors of `Store.sql` inherit it
     fill_settings(con, config, root)
     taken = None
     if persisted:

@@ -130,7 +130,7 @@ def bind_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
     con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
     # Sidecars and marks are read once each, and may change between snapshots: their
     # footers are not kept (a cold snapshot reads 200,000 of them at 100k cohort-runs).
-    con.execute("SET parquet_metadata_cache = false")
+    con.execute("SET GLOBAL parquet_metadata_cache = false")
     taken, bad = take_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
     pattern, schema, _ = _marks(root)
     files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
@@ -145,5 +145,5 @@ def bind_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
     # What the views read from now on are the snapshot's segments, which never change (a
     # new segment gets a new name): their footers are parsed once, not by every view
     # bound over them and every query.
-    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET GLOBAL parquet_metadata_cache = true")
     return taken
