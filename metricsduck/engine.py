@@ -47,6 +47,7 @@ def relation_kind(con: Any, name: str) -> str | None:
 
 MEMORY_LIMIT_ENV = "METRICSDUCK_MEMORY_LIMIT"
 TEMP_LIMIT_ENV = "METRICSDUCK_TEMP_LIMIT"
+THREADS_ENV = "METRICSDUCK_THREADS"
 
 
 def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -67,7 +68,8 @@ def new_connection() -> duckdb.DuckDBPyConnection:
     `memory_limit` (METRICSDUCK_MEMORY_LIMIT, else half the machine's memory) and stops with
     an error once the spill reaches `max_temp_directory_size` (METRICSDUCK_TEMP_LIMIT, else a
     quarter of the temp dir's free space): a mis-estimated join must neither take the machine
-    nor fill its disk. The folder is its own because DuckDB before 2.0 names spill files the
+    nor fill its disk. METRICSDUCK_THREADS, if set, caps DuckDB's threads (default: one per
+    core), for processes that share the cores. The folder is its own because DuckDB before 2.0 names spill files the
     same in every instance: two stores spilling into one folder overwrite each other's
     files (duckdb/duckdb#15173), and the first to close deletes the other's.
     """
@@ -85,6 +87,13 @@ def new_connection() -> duckdb.DuckDBPyConnection:
             con.close()
             raise InputError(f"{variable}={value!r} is not a size DuckDB understands "
                              f"({str(exc).splitlines()[0]}); use a size such as 8GB or 512MB, or unset it") from None
+    threads = os.environ.get(THREADS_ENV)
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            con.close()
+            raise InputError(f"{THREADS_ENV}={threads!r} is not a number of threads; use a whole number "
+                             "such as 2, or unset it")
+        con.execute(f"SET threads = {int(threads)}")
     return con
 
 

@@ -142,6 +142,14 @@ class DemoTrees:
         return Demo(Path(dest), shared.injections, shared.summary)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` runs one worker per core (pytest-xdist): DuckDB's one thread per core in
+    # each of them, and in the CLI processes and kernels they start, would oversubscribe
+    # the cores (METRICSDUCK_THREADS caps every connection metricsduck opens)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("METRICSDUCK_THREADS", "1")
+
+
 @pytest.fixture(scope="session")
 def demo_trees(tmp_path_factory: pytest.TempPathFactory) -> DemoTrees:
     base = tmp_path_factory.getbasetemp()

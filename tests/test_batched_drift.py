@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import metricsduck
 from metricsduck import compute as compute_module
 from metricsduck.cli import main
-from metricsduck.engine import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, new_connection
+from metricsduck.engine import MEMORY_LIMIT_ENV, TEMP_LIMIT_ENV, THREADS_ENV, new_connection
 from metricsduck.errors import InputError
 
 ORDER = "ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"
@@ -196,6 +196,21 @@ def test_a_bad_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch, variabl
         new_connection()
     result = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert result.exit_code == 4 and f"{variable}='lots'" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_thread_count_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str, tmp_path: Path) -> None:
+    monkeypatch.setenv(THREADS_ENV, value)
+    result = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert result.exit_code == 4 and f"{THREADS_ENV}={value!r} is not a number of threads" in result.stderr
+
+
+def test_the_thread_cap_applies_to_every_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    for threads in ("1", "3"):
+        monkeypatch.setenv(THREADS_ENV, threads)
+        con = new_connection()
+        assert con.execute("SELECT current_setting('threads')").fetchall() == [(int(threads),)]
+        con.close()
 
 
 def test_running_out_of_memory_is_exit_7_naming_the_limits(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
