@@ -32,6 +32,10 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def arrow_table(relation: Any) -> Any:
     """A DuckDB relation's rows as an Arrow table (DuckDB 2 hands back a RecordBatchReader)."""
     result = relation.arrow()

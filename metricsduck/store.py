@@ -96,6 +96,20 @@ class Store:
         `.arrow()` reader, a relation Jupyter keeps in `Out[n]`) never blocks the next call."""
         return quiet(self.con.cursor()).sql(query, params=params)
 
+    def register(self, name: str, data: Any) -> None:
+        """Copy `data` (a pyarrow Table or RecordBatchReader, a pandas or polars DataFrame) into
+        table `name`, which every later `sql` query can join with the views."""
+        from .catalog.definitions import INPUTS
+        from .engine import sql_identifier
+
+        if name in self.catalog or name in INPUTS:
+            raise InputError(f"register {name!r}: that is a name of metricsduck's catalog; choose another")
+        self.con.register("metricsduck_incoming", data)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TABLE {sql_identifier(name)} AS SELECT * FROM metricsduck_incoming")
+        finally:
+            self.con.unregister("metricsduck_incoming")
+
     def status(self) -> list[tuple[str, str, str]]:
         """`(section, item, value)` rows describing the tree and the catalog; writes nothing."""
         rows = [("tree", "root", str(self.root.resolve())),

@@ -69,12 +69,12 @@ def assert_identical(root: Path, views: tuple[str, ...] = tuple(VIEWS)) -> None:
             new = VIEWS[old]
             expected = legacy.sql(f"SELECT * FROM {old}").arrow()
             expected = expected.read_all() if hasattr(expected, "read_all") else expected
-            store.con.register("expected", expected)
+            store.con.register("expected", expected)  # on the store's connection: queried through it
             try:
                 columns = [c for c in store.sql(f"SELECT * FROM {new} LIMIT 0").columns]
                 assert columns == expected.column_names, old
                 # hash() sees every bit of a double (-0.0 and NaN payloads included)
-                got, want, both = store.sql(
+                got, want, both = store.con.sql(
                     f"WITH a AS (SELECT hash(COLUMNS(*)) FROM {new}), b AS (SELECT hash(COLUMNS(*)) FROM expected) "
                     "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b), "
                     "(SELECT count(*) FROM (SELECT * FROM a INTERSECT ALL SELECT * FROM b))").fetchall()[0]

@@ -229,3 +229,22 @@ def test_importing_metricsduck_does_not_import_plotting_or_pandas():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_registered_data_joins_the_views_and_catalog_names_are_refused(demo_store):
+    import pyarrow as pa
+
+    from metricsduck.errors import InputError
+
+    store, _, _ = demo_store
+    targets = [t for (t,) in store.sql("SELECT DISTINCT target FROM cohort_runs ORDER BY target").fetchall()]
+    owners = pa.table({"target": targets[:2], "owner": ["ana", "bo"]})
+    store.register("owners", owners)
+    rows = store.sql("SELECT owner, count(*) FROM cohort_runs JOIN owners USING (target) "
+                     "GROUP BY owner ORDER BY owner").fetchall()
+    expected = {t: n for t, n in store.con.sql(
+        "SELECT target, count(*) FROM cohort_runs GROUP BY target").fetchall()}
+    assert rows == [("ana", expected[targets[0]]), ("bo", expected[targets[1]])]
+    for name in ("drift", "facts_raw"):
+        with pytest.raises(InputError, match=f"register '{name}': that is a name of metricsduck's catalog"):
+            store.register(name, owners)
