@@ -138,20 +138,16 @@ def serve_cached(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     A refresh caches the drift of every cohort-run it saw, so this is the drift of the
     tree as the last refresh left it; nothing is computed on a query.
     """
-    from .catalog.sources import in_cache, write_placeholder
+    from .catalog.sources import in_cache, segment_rows, write_placeholder
     from .engine import sql_string
     from .snapshot.segments import DRIFT_INDEX_FILE, cache_dir, segment_glob
 
     schema = arrow_table(con.sql(f"SELECT * FROM {COMPUTED} LIMIT 0")).schema
     write_placeholder(root, segment_glob(DRIFT_SOURCE), schema)
-    columns = ", ".join(schema.names)
-    con.execute(
-        f"CREATE OR REPLACE VIEW {SERVED} AS SELECT {columns} FROM read_parquet("
-        f"{sql_string(in_cache(root, segment_glob(DRIFT_SOURCE)))}, union_by_name = true, "
-        "hive_partitioning = false, filename = 'segment_file') "
-        f"SEMI JOIN (SELECT baseline_key, run_id, {sql_string(str(cache_dir(root.resolve())) + '/')} || segment "
-        f"AS segment_file FROM read_parquet({sql_string(in_cache(root, DRIFT_INDEX_FILE))})) "
-        "USING (baseline_key, run_id, segment_file)")
+    listing = (f"SELECT baseline_key, run_id, {sql_string(f'{cache_dir(root.resolve())}/')} || segment AS segment_file "
+               f"FROM read_parquet({sql_string(in_cache(root, DRIFT_INDEX_FILE))})")
+    con.execute(f"CREATE OR REPLACE VIEW {SERVED} AS " + segment_rows(
+        root, DRIFT_SOURCE, ", ".join(schema.names), listing, "baseline_key, run_id"))
 
 
 def stage_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, relation: str, outputs: str) -> None:

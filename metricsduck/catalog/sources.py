@@ -36,21 +36,19 @@ def in_cache(root: Path, name: str) -> str:
     return f"{Path(root).resolve()}/{CACHE_DIR}/*/{name}"
 
 
-def write_placeholder(root: Path, name: str, schema: Any) -> None:
-    """A zero-row file `name` (of `schema`) that `in_cache(root, name)` matches."""
-    import pyarrow as pa
-
+def _write_empty(path: Path, schema: Any) -> None:
     from ..files import parquet_bytes, write_atomic
 
-    path = Path(root) / CACHE_DIR / PLACEHOLDER_DIR / name.replace("*", "placeholder")
-    write_atomic(path, parquet_bytes(pa.Table.from_pylist([], schema=schema)))
+    write_atomic(path, parquet_bytes(schema.empty_table()))
+
+
+def write_placeholder(root: Path, name: str, schema: Any) -> None:
+    """A zero-row file `name` (of `schema`) that `in_cache(root, name)` matches."""
+    _write_empty(Path(root) / CACHE_DIR / PLACEHOLDER_DIR / name.replace("*", "placeholder"), schema)
 
 
 def write_placeholders(root: Path) -> None:
     """The placeholders of `bind_cache`'s globs and of the marks glob."""
-    import pyarrow as pa
-
-    from ..files import parquet_bytes, write_atomic
     from ..snapshot.segments import listing_schema
     from ..writer import metrics_schema, samples_schema
 
@@ -59,7 +57,16 @@ def write_placeholders(root: Path) -> None:
                          (MANIFEST_FILE, listing_schema(ENTRY)), (DRIFT_INDEX_FILE, listing_schema(DRIFT_ENTRY))):
         write_placeholder(root, name, schema)
     _, marks, path = _marks(root)
-    write_atomic(path, parquet_bytes(pa.Table.from_pylist([], schema=marks)))
+    _write_empty(path, marks)
+
+
+def segment_rows(root: Path, source: str, select: str, listing: str, keys: str) -> str:
+    """`SELECT select FROM` the rows of the cached segments of `source` (and its placeholder)
+    that `listing`, a query of `keys` and `segment_file`, names: a retired segment, or an
+    old segment holding a changed sidecar's rows, is not listed."""
+    return (f"SELECT {select} FROM read_parquet({sql_string(in_cache(root, segment_glob(source)))}, "
+            "union_by_name = true, hive_partitioning = false, filename = 'segment_file') "
+            f"SEMI JOIN ({listing}) USING ({keys}, segment_file)")
 
 
 def _with_source_file(schema: Any) -> Any:
@@ -71,29 +78,21 @@ def _with_source_file(schema: Any) -> Any:
 def bind_cache(con: Any, root: Path, config: Config) -> None:
     """Create the source tables of the persisted catalog as views over the compacted cache.
 
-    `facts_raw` and `samples_raw` are the rows of the sidecars the cache's manifest lists,
-    as the last refresh left them (`cache_live`: each live sidecar with its segment);
+    `facts_raw` and `samples_raw` are the rows of the sidecars the cache's manifest lists
+    (each live sidecar with the segment holding its rows), as the last refresh left them;
     `bad_files` the sidecars it left out; `marks_raw` reads the marks on every query.
-    Segments a refresh retired stay in the folder for a while; the manifest leaves their
-    rows out. `write_placeholders` first: DuckDB binds a view as it creates it.
+    `write_placeholders` first: DuckDB binds a view as it creates it.
     """
     root = root.resolve()
-    cache = f"{cache_dir(root)}/"
-    con.execute(
-        f"CREATE OR REPLACE VIEW cache_live AS SELECT {sql_string(str(root) + '/')} || path AS source_file, "
-        f"source, {sql_string(cache)} || segment AS segment_file "
-        f"FROM read_parquet({sql_string(in_cache(root, MANIFEST_FILE))}) WHERE reason IS NULL")
-    con.execute(
-        f"CREATE OR REPLACE VIEW bad_files AS SELECT {sql_string(str(root) + '/')} || path AS path, source, reason "
-        f"FROM read_parquet({sql_string(in_cache(root, MANIFEST_FILE))}) WHERE reason IS NOT NULL")
+    prefix, manifest = sql_string(f"{root}/"), f"read_parquet({sql_string(in_cache(root, MANIFEST_FILE))})"
+    con.execute(f"CREATE OR REPLACE VIEW bad_files AS SELECT {prefix} || path AS path, source, reason "
+                f"FROM {manifest} WHERE reason IS NOT NULL")
     for source in SOURCES:
-        con.execute(
-            f"CREATE OR REPLACE VIEW {source} AS SELECT * EXCLUDE (segment_file) FROM ("
-            f"SELECT * REPLACE ({sql_string(str(root) + '/')} || source_file AS source_file) "
-            f"FROM read_parquet({sql_string(in_cache(root, segment_glob(source)))}, union_by_name = true, "
-            "hive_partitioning = false, filename = 'segment_file')) "
-            f"SEMI JOIN (SELECT source_file, segment_file FROM cache_live WHERE source = {sql_string(source)}) "
-            "USING (source_file, segment_file)")
+        listing = (f"SELECT path AS source_file, {sql_string(f'{cache_dir(root)}/')} || segment AS segment_file "
+                   f"FROM {manifest} WHERE reason IS NULL AND source = {sql_string(source)}")
+        con.execute(f"CREATE OR REPLACE VIEW {source} AS " + segment_rows(
+            root, source, f"* EXCLUDE (segment_file) REPLACE ({prefix} || source_file AS source_file)",
+            listing, "source_file"))
     pattern, schema, _ = _marks(root)
     con.execute(
         f"CREATE OR REPLACE VIEW marks_raw AS {typed_empty(schema)}\nUNION ALL BY NAME\n"
