@@ -316,11 +316,11 @@ def materialised(store: Store) -> Iterator[None]:
     temp tables of the same name and rows (the snapshot they read does not change), which
     the views read first."""
     con = store.con
-    database = con.execute("SELECT current_database()").fetchall()[0][0]
     made = []
     try:
         for name in ("fact_sources", "cohort_runs"):
-            con.execute(f'CREATE TEMP TABLE {name} AS SELECT * FROM "{database}".main.{name}')
+            # the view of that name: the temp table it fills does not exist yet
+            con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}")
             made.append(name)
         yield
     finally:

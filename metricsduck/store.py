@@ -56,7 +56,9 @@ class Store:
 
     `store.sql(query, params)` returns a DuckDB relation (`.df()`, `.arrow()`, `.pl()`,
     `.fetchall()`) on a cursor of its own; parameters are bound, never pasted. `store.con` is
-    the store's own connection, which its methods and the refresh use (temp tables included).
+    the store's own connection, which its methods and the refresh use (temp tables included);
+    `store.cursor()` is a new session of it that reads the views by name as `store.con` does
+    (a plain `store.con.cursor()` sees only the store's own relations, not the definitions).
     """
 
     def __init__(self, root: Path, config: Config, con: Any, catalog: Catalog,
@@ -68,6 +70,9 @@ class Store:
         self._snapshot: Snapshot | None = None
         self._locked = False
         self._scopes = itertools.count()
+        # where the definitions are read from: a cursor is a session of its own, and starts
+        # without it (`catalog.built`)
+        self._search_path = con.execute("SELECT current_setting('search_path')").fetchall()[0][0]
         self._take(snapshot)
 
     def _take(self, snapshot: Snapshot | None) -> None:
@@ -94,7 +99,16 @@ class Store:
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """`query` as a DuckDB relation on a cursor of its own: a result left undrained (an
         `.arrow()` reader, a relation Jupyter keeps in `Out[n]`) never blocks the next call."""
-        return quiet(self.con.cursor()).sql(query, params=params)
+        return self.cursor().sql(query, params=params)
+
+    def cursor(self) -> Any:
+        """A new session of the store's connection, reading the views by name as it does."""
+        from .engine import sql_string
+
+        cursor = quiet(self.con.cursor())
+        if self._search_path:
+            cursor.execute(f"SET search_path = {sql_string(self._search_path)}")
+        return cursor
 
     def register(self, name: str, data: Any) -> None:
         """Copy `data` (a pyarrow Table or RecordBatchReader, a pandas or polars DataFrame) into

@@ -150,6 +150,24 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("METRICSDUCK_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def built_catalogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's folder of built catalogs (`catalog.built`), shared by its workers and
+    the processes they start, instead of the user's cache folder."""
+    from metricsduck.catalog.built import CACHE_ENV
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(base / "built_catalogs")
+    yield base / "built_catalogs"
+    if before is None:
+        os.environ.pop(CACHE_ENV)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def demo_trees(tmp_path_factory: pytest.TempPathFactory) -> DemoTrees:
     base = tmp_path_factory.getbasetemp()

@@ -552,3 +552,88 @@ def test_the_packaged_sql_files_apply_to_a_tree(tmp_path):
             store.sql(f"SELECT * FROM {view}").fetchall()  # every packaged view runs
         assert store.sql("SELECT count(*) FROM cohort_runs").fetchall() == [(2,)]
     assert all_files(root / ".metricsduck") == []
+
+
+# --- the built catalog, reused ----------------------------------------------------------------
+
+def _tree_with_drift(root: Path) -> None:
+    for day in range(3):
+        put(root, run_id=f"r{day}", started=T0 + timedelta(days=day),
+            metrics={"mean_score": 0.5 + day / 10}, samples={"oof": [0.1 * day + i / 7 for i in range(12)]})
+
+
+def _every_definition(store) -> dict[str, list]:
+    views = [d.name for d in store.catalog if d.kind == "VIEW"]
+    return {name: sorted(map(repr, store.sql(f"SELECT * FROM {name}").fetchall())) for name in views}
+
+
+def test_the_built_catalog_is_made_once_then_reused_and_reads_what_memory_reads(tmp_path, monkeypatch):
+    from metricsduck.catalog.built import BUILT, CACHE_ENV
+
+    root, folder = tmp_path / "tree", tmp_path / "built"
+    _tree_with_drift(root)
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    with metricsduck.connect(root) as store:
+        built = _every_definition(store)
+        where = dict(store.sql("SELECT view_name, database_name FROM duckdb_views() WHERE NOT internal").fetchall())
+        # a cursor made by the store reads the views by name; a plain cursor starts elsewhere
+        assert store.cursor().sql("SELECT count(*) FROM rollup_view").fetchall()[0][0] > 0
+        with pytest.raises(duckdb.CatalogException):
+            store.con.cursor().sql("SELECT count(*) FROM rollup_view")
+    files = sorted(folder.glob("sql-*.duckdb"))
+    assert len(files) == 1
+    assert {where[d.name] for d in store.catalog if d.kind == "VIEW" and d.name != "drift"} == {BUILT}
+    assert where["drift"] == "memory"  # served by the store, over the built views
+    made = files[0].stat().st_ino
+    with metricsduck.connect(root) as store:
+        assert _every_definition(store) == built
+    assert [f.stat().st_ino for f in folder.glob("sql-*.duckdb")] == [made], "reused, not rebuilt"
+
+    monkeypatch.setenv(CACHE_ENV, "")  # no folder: every definition applied in memory, as before
+    with metricsduck.connect(root) as store:
+        assert _every_definition(store) == built
+        assert {db for (db,) in store.sql("SELECT DISTINCT database_name FROM duckdb_views() "
+                                          "WHERE NOT internal").fetchall()} == {"memory"}
+
+
+def test_an_edited_definition_or_comment_gets_a_built_file_of_its_own(tmp_path, sql_dir, monkeypatch):
+    from metricsduck.catalog.built import CACHE_ENV
+
+    root, folder = tmp_path / "tree", tmp_path / "built"
+    _tree_with_drift(root)
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    metricsduck.connect(root, sql_dir=sql_dir).close()
+    view = sql_dir / "views" / "runs.sql"
+    view.write_text(view.read_text().replace("CREATE OR REPLACE", "-- a new last line of the comment\n"
+                                             "CREATE OR REPLACE", 1))
+    with metricsduck.connect(root, sql_dir=sql_dir) as store:
+        comment = store.sql("SELECT comment FROM duckdb_views() WHERE view_name = 'runs'").fetchall()[0][0]
+    assert comment.endswith("a new last line of the comment")
+    (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW)
+    with metricsduck.connect(root, sql_dir=sql_dir) as store:
+        assert store.sql("SELECT * FROM metric_names").fetchall() == [("mean_score",)]
+    assert len(list(folder.glob("sql-*.duckdb"))) == 3
+
+
+def test_a_folder_that_cannot_hold_built_files_leaves_the_definitions_in_memory(tmp_path, monkeypatch):
+    from metricsduck.catalog.built import CACHE_ENV
+
+    root = tmp_path / "tree"
+    _tree_with_drift(root)
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a_file" / "built"))
+    with metricsduck.connect(root) as store:
+        assert store.sql("SELECT count(*) FROM rollup_view").fetchall()[0][0] > 0
+        assert {db for (db,) in store.sql("SELECT DISTINCT database_name FROM duckdb_views() "
+                                          "WHERE NOT internal").fetchall()} == {"memory"}
+
+
+def test_a_failing_definition_leaves_no_built_file(tmp_path, sql_dir, monkeypatch):
+    from metricsduck.catalog.built import CACHE_ENV
+
+    folder = tmp_path / "built"
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW.replace("FROM facts", "FROM no_such_table"))
+    with pytest.raises(SqlFileError, match=r"metric_names\.sql"):
+        metricsduck.connect(tmp_path / "tree", sql_dir=sql_dir)
+    assert list(folder.iterdir()) == []

@@ -10,6 +10,7 @@ or refused.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..errors import SqlFileError, StorageError
 from ..layout import CACHE_DIR, CATALOG_FILE
+from .built import attach_built
 from .definitions import (
     INPUTS,
     Catalog,
@@ -61,16 +63,17 @@ def _statement_line(text: str, start: int) -> int:
     return text.count("\n", 0, start) + 1
 
 
-def apply(con: duckdb.DuckDBPyConnection, definition: Definition) -> None:
-    """Create one definition on `con`, a failure reported with its file and line; its
-    documentation becomes the object's comment."""
+def apply(con: duckdb.DuckDBPyConnection, definition: Definition, database: str | None = None) -> None:
+    """Create one definition on `con` (in `database`, else the current one), a failure
+    reported with its file and line; its documentation becomes the object's comment."""
     import duckdb
 
     from ..engine import sql_string
 
     start = definition.text.find(definition.statement)
+    name = f"{database}.main.{definition.name}" if database else definition.name
     try:
-        con.execute(definition.statement)
+        con.execute(definition.statement_as(name))
     except duckdb.Error as exc:
         message = str(exc).strip()
         inner = re.search(r"LINE (\d+):", message)
@@ -78,7 +81,7 @@ def apply(con: duckdb.DuckDBPyConnection, definition: Definition) -> None:
         raise SqlFileError(definition.path, line, message.splitlines()[0]) from None
     if definition.doc:
         kind = "MACRO TABLE" if definition.table_macro else definition.kind
-        con.execute(f"COMMENT ON {kind} {definition.name} IS {sql_string(definition.doc)}")
+        con.execute(f"COMMENT ON {kind} {name} IS {sql_string(definition.doc)}")
 
 
 def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir: Path | None = None,
@@ -88,8 +91,9 @@ def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir
 
     The sources are a snapshot of the tree (returned; `bind_snapshot`), or with `persisted`
     the compacted cache as the last refresh left it (`bind_cache`; returns None). Either
-    way `drift` is served by `compute`, not computed by every query. `progress(done,
-    total)` is called after each definition.
+    way `drift` is served by `compute`, not computed by every query. The definitions of
+    the in-memory store are those of the built file (`attach_built`), where one can be
+    kept. `progress(done, total)` is called after each definition.
     """
     from ..compute import SERVED, bind_drift, serve_cached
 
@@ -102,18 +106,37 @@ def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir
         bind_cache(con, root, config)
     else:
         taken = bind_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
+    served = False
+
+    def serve() -> None:
+        nonlocal served
+        served = True
+        if persisted:
+            serve_cached(con, root)
+        elif not (taken is not None and bind_drift(con, taken, catalog, config)):
+            apply(con, catalog[SERVED])  # in the store's own database, like a served one
+
+    def place(con: duckdb.DuckDBPyConnection, definition: Definition, database: str | None = None) -> None:
+        # `drift` is served before the rollup views are bound over it: binding them over
+        # the computed chain costs more
+        if definition.name == SERVED:
+            serve()
+        else:
+            apply(con, definition, database)
+
+    done = itertools.count(1)
+
+    def step() -> None:
+        if progress is not None:
+            progress(min(next(done), len(catalog)), len(catalog))
+
     try:
-        for done, definition in enumerate(catalog, 1):
-            # `drift` is served before the rollup views are bound over it: binding them over
-            # the computed chain costs more
-            if definition.name != SERVED:
-                apply(con, definition)
-            elif persisted:
-                serve_cached(con, root)
-            elif not (taken is not None and bind_drift(con, taken, catalog, config)):
-                apply(con, definition)
-            if progress is not None:
-                progress(done, len(catalog))
+        if persisted or not attach_built(con, catalog, catalog, place, step):
+            for definition in catalog:
+                place(con, definition)
+                step()
+        if SERVED in catalog and not served:
+            serve()
         if taken is not None and SERVED not in catalog:
             bind_drift(con, taken, catalog, config)
     except BaseException:

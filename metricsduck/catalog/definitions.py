@@ -11,6 +11,7 @@ it, and of nothing else. `sql/ledger.json` records the fingerprints of each rele
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -101,6 +102,10 @@ class Definition:
         """A macro returning a table (`AS TABLE`), which DuckDB names `MACRO TABLE`."""
         return self.kind == "MACRO" and re.search(r"\)\s+AS\s+TABLE\b", self.statement[:400], re.I) is not None
 
+    def statement_as(self, name: str) -> str:
+        """The statement creating the definition as `name` (a qualified name)."""
+        return _HEAD.sub(lambda m: f"{m[0][:m.start(2) - m.start()]}{name}", self.statement, count=1)
+
     @property
     def label(self) -> str:
         return f"{self.path.parent.name}/{self.path.name}"
@@ -126,7 +131,7 @@ class Catalog:
     def __contains__(self, name: object) -> bool:
         return name in self.by_name
 
-    @property
+    @functools.cached_property
     def by_name(self) -> dict[str, Definition]:
         return {d.name: d for d in self.definitions}
 
@@ -214,7 +219,24 @@ def discover(sql_dir: Path | None = None, settings: Mapping[str, str] | None = N
 
     folder = Path(sql_dir) if sql_dir is not None else packaged_sql_dir()
     columns = dict(settings) if settings is not None else {c.column: c.key for c in settings_columns()}
-    for stray in sorted(folder.rglob("*.sql")):
+    files = sorted(folder.rglob("*.sql"))
+    # parsing the files is most of the cost; a folder whose files are unchanged gives the
+    # same catalog (every store and CLI command discovers it)
+    key = (str(folder.resolve()), tuple(sorted(columns.items())),
+           tuple((str(f), st.st_mtime_ns, st.st_size) for f in files for st in (f.stat(),)))
+    if key not in _DISCOVERED:
+        if len(_DISCOVERED) >= 8:
+            _DISCOVERED.pop(next(iter(_DISCOVERED)))
+        _DISCOVERED[key] = _discover(folder, columns, files)
+    return _DISCOVERED[key]
+
+
+_DISCOVERED: dict[tuple, Catalog] = {}
+
+
+def _discover(folder: Path, columns: dict[str, str], found_files: list[Path]) -> Catalog:
+    """`discover` of the `.sql` files found under `folder`, read and checked."""
+    for stray in found_files:
         place = stray.relative_to(folder).parts
         if place[0] not in (*KINDS, HISTORY) or len(place) != 2:
             raise SqlFileError(stray, None, "is not in views/ or macros/, so it would never be loaded; move it "
