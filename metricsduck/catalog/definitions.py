@@ -52,6 +52,18 @@ def _tokens(text: str) -> list[str]:
     return [t for t in _TOKENS.findall(text) if not t.startswith(("--", "/*"))]
 
 
+def _statement_count(text: str) -> int:
+    """The statements of `text`: runs of tokens between semicolons (strings, quoted names and
+    comments are tokens of their own, so a semicolon inside one does not count)."""
+    count, pending = 0, False
+    for token in _tokens(text):
+        if token == ";":
+            count, pending = count + pending, False
+        else:
+            pending = True
+    return count + pending
+
+
 def normalised(text: str) -> str:
     """`text` without comments, its tokens single-spaced, keywords and names in lower case
     (string literals as written): what a fingerprint hashes, so layout and documentation
@@ -157,17 +169,11 @@ class Catalog:
 
 
 def _split(path: Path, text: str, kind: str) -> tuple[str, str, str]:
-    """`(name, statement, doc)` of the one definition in a file, checked."""
-    import duckdb
-
-    try:
-        statements = duckdb.extract_statements(text)
-    except duckdb.Error as exc:
-        message = str(exc).strip()
-        inner = re.search(r"LINE (\d+):", message)
-        raise SqlFileError(path, int(inner[1]) if inner else None, message.splitlines()[0]) from None
-    if len(statements) != 1:
-        raise SqlFileError(path, None, f"holds {len(statements)} statements; each file holds exactly one "
+    """`(name, statement, doc)` of the one definition in a file, checked (its SQL is checked
+    by DuckDB when it is applied, with the file and line of any error)."""
+    statements = _statement_count(text)
+    if statements != 1:
+        raise SqlFileError(path, None, f"holds {statements} statements; each file holds exactly one "
                                        "CREATE OR REPLACE of the name of the file")
     head = _HEAD.search(text)
     if head is None or head.group(1).upper() != kind:
