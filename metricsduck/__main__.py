@@ -1,6 +1,6 @@
 """`python -m metricsduck`: the `metricsduck` command, where its script is not on PATH."""
 
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

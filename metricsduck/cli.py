@@ -33,10 +33,15 @@ def fail(message: str, code: int) -> None:
     sys.exit(int(code))
 
 
+OWN_PROCESS = "own_process"  # in ctx.obj: the command runs in a process of its own (`run`)
+
+
 class Group(click.Group):
     """Turns MetricsDuckError into one stderr line and its exit code (--debug: traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if isinstance(ctx.obj, dict) and ctx.obj.get(OWN_PROCESS):
+            _skip_the_pandas_probe()  # here, not for --version or --help
         try:
             return super().invoke(ctx)
         except MetricsDuckError as exc:
@@ -429,3 +434,32 @@ def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: st
                          "\"select * from runs\"` lists the runs")
     path = write_mark(Path(root), run_id, good, reason)
     emit(["run_id", "good", "reason", "file"], [(run_id, good, reason, str(path))], fmt, output)
+
+
+def _skip_the_pandas_probe() -> None:
+    """pyarrow imports pandas, where it is installed, at its first `pyarrow.array` to ask
+    whether the values are pandas objects: 0.25 s of every command, none of which hands
+    pyarrow a pandas object. The probe is made once with pandas out of reach; pyarrow still
+    imports pandas when it needs it (`to_pandas`)."""
+    if "pandas" in sys.modules:
+        return
+
+    class Unreachable:
+        @staticmethod
+        def find_spec(name: str, *args: Any) -> None:
+            if name == "pandas":
+                raise ModuleNotFoundError("not during the probe", name=name)
+
+    sys.meta_path.insert(0, Unreachable)
+    try:
+        import pyarrow as pa
+
+        pa.array([])
+    finally:
+        sys.meta_path.remove(Unreachable)
+
+
+def run() -> None:
+    """The `metricsduck` command (its script and `python -m metricsduck`), in a process of
+    its own: unlike a caller of `main` (a test's CliRunner), it may settle pyarrow's probe."""
+    main(obj={OWN_PROCESS: True})

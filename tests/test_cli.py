@@ -84,6 +84,24 @@ def test_help_does_not_import_heavy_libraries() -> None:
     assert out.stdout.splitlines()[-1] == "heavy="
 
 
+def test_a_command_in_its_own_process_does_not_import_pandas_yet_pyarrow_still_can(tmp_path: Path) -> None:
+    """pyarrow imports pandas (0.25 s, 100 MB) just to ask whether values are pandas objects;
+    the command settles that question without it, and a later real use still works."""
+    pytest.importorskip("pandas")  # the dev extra installs it, as most notebook users have
+    code = (
+        "import sys\n"
+        "from metricsduck.cli import run\n"
+        f"sys.argv = ['metricsduck', 'drift', {str(tmp_path / 'empty')!r}]\n"
+        "try:\n    run()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+        "print('pandas', 'pandas' in sys.modules)\n"
+        "import pyarrow as pa\n"
+        "print(type(pa.table({'a': [1]}).to_pandas()).__name__)\n"
+    )
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-2:] == ["pandas False", "DataFrame"], out.stdout + out.stderr
+
+
 def test_version(runner: CliRunner) -> None:
     result = run(runner, "--version")
     assert result.exit_code == 0
