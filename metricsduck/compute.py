@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .engine import arrow_table
+from .engine import arrow_table, sql_identifier
 from .snapshot import create_from, segment_reads
 from .snapshot.segments import (
     DRIFT_ENTRY,
@@ -104,8 +104,12 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
     con.execute("CREATE OR REPLACE TABLE cache_stale AS SELECT baseline_key, run_id FROM cache_fingerprints "
                 "ANTI JOIN cache_drift USING (baseline_key, run_id)")
     snapshot.stale = con.execute("SELECT count(*) FROM cache_stale").fetchall()[0][0]
-    # the drift of stale cohort-runs computed since, a batch of runs at a time (`compute_drift`)
-    con.execute(f"CREATE OR REPLACE TABLE drift_fresh AS SELECT * FROM {COMPUTED} LIMIT 0")
+    # the drift of stale cohort-runs computed since, a batch of runs at a time (`compute_drift`),
+    # made from the columns DuckDB stored with the view: selecting from it would bind it
+    columns = con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                          "ORDER BY column_index", [COMPUTED]).fetchall()
+    con.execute("CREATE OR REPLACE TABLE drift_fresh ("
+                + ", ".join(f"{sql_identifier(name)} {kind}" for name, kind in columns) + ")")
     serve_drift(con, snapshot)
     return True
 

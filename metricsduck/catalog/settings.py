@@ -79,15 +79,21 @@ def fill_settings(con: duckdb.DuckDBPyConnection, config: Config, root: Path) ->
     """The `settings`, `settings_wide` and `settings_metrics` relations for `config`."""
     con.execute("CREATE OR REPLACE TABLE settings (key VARCHAR PRIMARY KEY, value DOUBLE, text VARCHAR)")
     rows = config.settings_rows() + [("root", None, str(root.resolve()))]
-    con.executemany("INSERT INTO settings VALUES (?, ?, ?)", rows)
+    _insert(con, "settings", rows)
     con.execute(settings_wide_sql())
     con.execute(
         "CREATE OR REPLACE TABLE settings_metrics (metric VARCHAR PRIMARY KEY, critical BOOLEAN, "
         "relative_warn DOUBLE, relative_alert DOUBLE, absolute_warn DOUBLE, absolute_alert DOUBLE)"
     )
-    metric_rows = config.metric_rows()
-    if metric_rows:
-        con.executemany("INSERT INTO settings_metrics VALUES (?, ?, ?, ?, ?, ?)", metric_rows)
+    _insert(con, "settings_metrics", config.metric_rows())
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    """`rows` into `table` in one statement (executemany runs one per row)."""
+    if rows:
+        row = "(" + ", ".join("?" * len(rows[0])) + ")"
+        con.execute(f"INSERT INTO {table} VALUES " + ", ".join([row] * len(rows)),
+                    [value for values in rows for value in values])
 
 
 def settings_values(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
