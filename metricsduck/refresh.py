@@ -221,6 +221,9 @@ def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: 
     """Compute the drift of `runs` into `batch_drift` and write their outputs."""
     with scoped(store, runs, stage) as scope:
         batch_drift(store, scope, BATCH_DRIFT)  # computed once, for the rollups and the cohort files
+    for item_kind, count in store.con.sql(f"SELECT item_kind, count(*) FROM {BATCH_DRIFT} "
+                                          "WHERE tier = 'ALERT' GROUP BY item_kind").fetchall():
+        summary.alerts[item_kind] += count
     _rollup_files(store, scope.condition, summary)  # before the drift Parquet files: see above
     if cohort_files:
         _cohort_files(store, scope.condition, summary, progress)
@@ -249,11 +252,11 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
         TREND_SCHEMA_ID), "baseline_key", "run_id"))
     summary.cohorts += len(cohorts)
 
-    def write_cohort(cohort: tuple) -> tuple[list[tuple[Path, bool | str]], list[str]]:
-        """Render and write one cohort-run's files in order; its outcomes and ALERT items."""
+    def write_cohort(cohort: tuple) -> list[tuple[Path, bool | str]]:
+        """Render and write one cohort-run's files in order; their outcomes."""
         baseline_key, run_id, facts_file, *fingerprints = cohort
         folder = Path(facts_file).parent
-        outcomes, alerts = [], []
+        outcomes: list[tuple[Path, bool | str]] = []
 
         def put(kind: str, ext: str, data: bytes) -> None:
             outcomes.append(_write(folder / sidecar_name(prefix, kind, ext), data))
@@ -269,18 +272,15 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
             put("drift", "json", json_bytes(drift_mirror(rows, compared)))
             # last: a cohort-run whose drift Parquet is written has all of its files
             put("drift", "parquet", parquet_bytes(part))
-            alerts = [row["item_kind"] for row in rows if row["tier"] == "ALERT"]
-        return outcomes, alerts
+        return outcomes
 
     # cohorts are written side by side (WRITERS); each one's files in order, and the
     # outcomes are counted in cohort order, so the summary does not depend on timing
     pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="metricsduck-write")
     try:
-        for done, (outcomes, alerts) in enumerate(pool.map(write_cohort, cohorts), start=1):
+        for done, outcomes in enumerate(pool.map(write_cohort, cohorts), start=1):
             for path, outcome in outcomes:
                 summary.count(path, outcome)
-            for item_kind in alerts:
-                summary.alerts[item_kind] += 1
             if progress:
                 progress(done, len(cohorts))
     finally:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, write_atomic
-from .layout import check_name, cohort_dir, derive_cohort_id
+from .layout import REPRO_DIR, check_name, cohort_dir, derive_cohort_id
 from .vocab import FINGERPRINT_FIELDS
 from .writer import encode_metric, utc_timestamp, write_cohort_metrics
 
@@ -44,12 +44,18 @@ class ReproducibilityTracker:
     """Writes one run's cohorts under `output_dir/REPRODUCIBILITY/` (docs/design.md §2).
 
     One tracker is one pipeline run: every cohort it saves shares its `run_id` and
-    `run_started_at`.
+    `run_started_at`. `output_dir` is the run's own folder inside the results tree
+    (`RESULTS/<run>`); `root` names the tree, by default the folder holding `output_dir`.
     """
 
     def __init__(self, output_dir: str | Path, run_id: str | None = None,
-                 run_started_at: datetime | None = None, config: Config | None = None) -> None:
+                 run_started_at: datetime | None = None, config: Config | None = None, *,
+                 root: str | Path | None = None) -> None:
         self.output_dir = Path(output_dir)
+        self.root = None if root is None else Path(root)
+        if self.root is not None and not self.output_dir.resolve().is_relative_to(self.root.resolve()):
+            raise InputError(f"output_dir {self.output_dir} is not inside root {self.root}: a run's folder "
+                             "belongs inside the results tree ('RESULTS/<run>' with root='RESULTS')")
         self.config = config or load_config()
         started = run_started_at if run_started_at is not None else datetime.now(timezone.utc)
         self.run_started_at = utc_timestamp("run_started_at", started)
@@ -68,13 +74,15 @@ class ReproducibilityTracker:
         samples: Mapping[str, Iterable[float]] | None = None,
         audit_report: Mapping[str, Any] | None = None,
         written_at: datetime | None = None,
+        overwrite: bool = False,
     ) -> Path:
         """Write the pipeline's JSON files and the sidecars of one cohort; return its folder.
 
         The cohort id is `cohort_metadata['cohort_id']` when given, else derived from the
         cohort definition (see `layout.derive_cohort_id`). Fingerprints (git_commit,
         config_hash, data_fingerprint, seed) and `good` come from the metadata, and
-        `audit_valid` from the audit report's `is_valid`.
+        `audit_valid` from the audit report's `is_valid`. A cohort folder that holds another
+        run's sidecars is an error (nothing is written) unless `overwrite`.
         """
         for key, value in (("metrics", metrics), ("cohort_metadata", cohort_metadata),
                            ("audit_report", audit_report)):
@@ -106,6 +114,7 @@ class ReproducibilityTracker:
             audit_valid=audit_valid,
             written_at=written_at,
             config=self.config,
+            overwrite=overwrite,
         )
         for name, data in rendered.items():
             write_atomic(folder / name, data)
@@ -114,12 +123,29 @@ class ReproducibilityTracker:
     def generate_telemetry_rollups(self, stage: str, run_id: str | None = None) -> RefreshSummary:
         """Write the view and stage rollups of one stage of one run (default: this run).
 
-        Population drift compares with the previous run, so the tree read is the folder
-        holding this run's folder (`output_dir.parent`), where earlier runs live too.
-        Returns the refresh summary.
+        Population drift compares with the previous run, so the tree read is the results
+        tree (`tree`), where earlier runs live too. Returns the refresh summary, whose
+        `alerts` counts the run's ALERT rows of that stage by item kind.
         """
         from .store import connect
 
-        with connect(self.output_dir.parent, self.config) as store:
+        with connect(self.tree(), self.config) as store:
             return store.refresh(runs=[run_id or self.run_id], stage=check_name("stage", stage),
                                  cohort_files=False)
+
+    def tree(self) -> Path:
+        """The results tree: `root`, else the folder holding this run's folder, provided
+        each folder in it is a run folder (holds REPRODUCIBILITY/), so that a tracker given
+        the tree itself never reads, nor writes a cache into, a folder nobody named."""
+        if self.root is not None:
+            return self.root
+        tree = self.output_dir.resolve().parent
+        strays = sorted(p.name for p in tree.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and not (p / REPRO_DIR).is_dir())
+        if strays:
+            raise InputError(
+                f"{tree} is taken for the results tree (it holds this run's folder {self.output_dir.name}), "
+                f"but it also holds {', '.join(strays[:3])}{' …' if len(strays) > 3 else ''}, which are not run "
+                "folders: give the tracker a run folder inside the tree (ReproducibilityTracker('RESULTS/<run>')) "
+                "or name the tree (root='RESULTS')")
+        return tree

@@ -222,12 +222,14 @@ def write_cohort_metrics(
     audit_valid: bool | None = None,
     written_at: datetime | None = None,
     config: Config | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write one cohort-run's sidecars into `cohort_dir`; return the paths written.
 
     Writes `<prefix>_metrics.parquet` and its JSON mirror, plus `<prefix>_samples.parquet`
     when samples are given. Nothing is written if any input is invalid, and nothing at
-    all when the config has `enabled: false`.
+    all when the config has `enabled: false`. A folder holds one run's cohort: sidecars of
+    another run id already there are an error, unless `overwrite` (a rerun replacing them).
     """
     import pyarrow as pa
 
@@ -280,15 +282,39 @@ def write_cohort_metrics(
         },
         schema=metrics_schema(),
     )
+    facts_path = cohort_dir / sidecar_name(config.prefix, "metrics", "parquet")
+    if not overwrite:
+        _check_same_run(facts_path, str(identity["run_id"]))
     outputs: list[tuple[Path, bytes]] = []
     if samples:
         table = _samples_table(identity, samples, config)
         outputs.append((cohort_dir / sidecar_name(config.prefix, "samples", "parquet"), parquet_bytes(table)))
-    outputs.append((cohort_dir / sidecar_name(config.prefix, "metrics", "parquet"), parquet_bytes(facts)))
+    outputs.append((facts_path, parquet_bytes(facts)))
     outputs.append((cohort_dir / sidecar_name(config.prefix, "metrics", "json"), json_bytes(metrics_mirror(facts))))
     for path, data in outputs:
         write_atomic(path, data)
     return [path for path, _ in outputs]
+
+
+def _check_same_run(facts_path: Path, run_id: str) -> None:
+    """Refuse to replace the sidecar of another run: each run writes into a folder of its own
+    (`RESULTS/<run>/REPRODUCIBILITY/…`), so one run never erases another's cohort."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fix = ("give each run a folder of its own (ReproducibilityTracker('RESULTS/<run folder>')), "
+           "or pass overwrite=True to replace it")
+    if not facts_path.is_file():
+        return  # nothing there, or a folder in the way, which the write reports
+    try:
+        held = pq.read_table(facts_path, columns=["run_id"]).column("run_id").unique().to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{facts_path}: a sidecar is already there and cannot be read "
+                         f"({str(exc).splitlines()[0]}); {fix}") from None
+    others = sorted(str(r) for r in held if r != run_id)
+    if others:
+        raise InputError(f"{facts_path.parent}: holds this cohort for run {others[0]}, not {run_id}; "
+                         f"writing would replace that run's sidecars: {fix}")
 
 
 def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[float]],

@@ -765,6 +765,30 @@ def test_tracker_generates_the_rollups_of_one_stage_of_one_run(tmp_path):
         trackers["run_x1"].generate_telemetry_rollups("../x")
 
 
+def test_the_tracker_rollups_count_the_alerts_the_drift_view_holds(tmp_path):
+    """A pipeline gates on `generate_telemetry_rollups().alerts`: they are the run's ALERT rows
+    of that stage, by item kind, as `drift` has them (not zero because no cohort file was written)."""
+    root = tmp_path / "RESULTS"
+    rng = np.random.default_rng(5)
+    trackers = []
+    for i in range(3):
+        tracker = metricsduck.ReproducibilityTracker(root / f"run_{i}", run_id=f"run_{i}",
+                                                     run_started_at=T0 + timedelta(days=i))
+        for stage in (TR, FS):
+            for target in ("t1", "t2", "t3"):
+                shift = 3.0 if i == 2 and target != "t3" else 0.0  # the last run moves two targets
+                tracker.save_cohort(stage, CS, target, {"score": 0.5 + shift / 10, "loss": 1.0 + rng.normal(0, 1e-3)},
+                                    cohort_metadata={"cohort_id": "c"},
+                                    samples={"p": rng.normal(shift, 1.0, 200)})
+        trackers.append(tracker)
+    summary = trackers[2].generate_telemetry_rollups(stage=TR)
+    with metricsduck.connect(root) as store:
+        expected = dict(store.sql("SELECT item_kind, count(*) FROM drift WHERE run_id = 'run_2' AND stage = ? "
+                                  "AND tier = 'ALERT' GROUP BY item_kind", [TR]).fetchall())
+    assert expected.get("metric", 0) > 0 and expected.get("distribution", 0) > 0
+    assert summary.alerts == {"metric": expected["metric"], "distribution": expected["distribution"]}
+
+
 # --- the rollup command ------------------------------------------------------------------------------------
 
 def run_cli(*args: str):

@@ -292,3 +292,71 @@ def test_a_tracker_refuses_a_naive_start_time_or_an_unsafe_run_id(tmp_path):
         ReproducibilityTracker(tmp_path, run_started_at=datetime(2025, 2, 3, 9, 0))
     with pytest.raises(InputError, match="run_id"):
         ReproducibilityTracker(tmp_path, run_id="../other_run", run_started_at=STARTED)
+
+
+# --- one run per folder, and the tree the rollups read ------------------------------------------
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_tracker_given_the_tree_refuses_to_write_a_second_run_over_the_first(tmp_path):
+    """The mistake: ReproducibilityTracker("RESULTS") for every run puts them all in the same
+    cohort folders; the second run is refused, naming the folder, and the first is intact."""
+    first = ReproducibilityTracker(tmp_path, run_id="run_1", run_started_at=STARTED)
+    folder = first.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, METRICS, cohort_metadata=COHORT,
+                               samples={"oof": [0.1, 0.2]}, audit_report={"is_valid": True}, written_at=WRITTEN)
+    before = _files(tmp_path)
+    second = ReproducibilityTracker(tmp_path, run_id="run_2", run_started_at=STARTED + timedelta(days=1))
+    with pytest.raises(InputError) as caught:
+        second.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, {**METRICS, "mean_score": 0.7},
+                           cohort_metadata=COHORT, audit_report={"is_valid": False})
+    message = str(caught.value)
+    assert message.startswith(str(folder)) and "run run_1, not run_2" in message
+    assert "folder of its own" in message and "overwrite=True" in message
+    assert _files(tmp_path) == before  # nothing written: not a sidecar, not a pipeline file
+    # the same run saving its cohort again is not a second run
+    first.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, METRICS, cohort_metadata=COHORT,
+                      samples={"oof": [0.1, 0.2]}, audit_report={"is_valid": True}, written_at=WRITTEN)
+    assert _files(tmp_path) == before
+    # a rerun that means to replace it says so
+    second.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, {**METRICS, "mean_score": 0.7},
+                       cohort_metadata=COHORT, overwrite=True)
+    held = pq.read_table(folder / "telemetry_metrics.parquet", columns=["run_id"]).column("run_id").to_pylist()
+    assert set(held) == {"run_2"}
+
+
+def test_an_unreadable_sidecar_in_the_folder_is_not_replaced_silently(tmp_path):
+    tracker = ReproducibilityTracker(tmp_path / "run_1", run_id="run_1", run_started_at=STARTED)
+    folder = tracker.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, METRICS, cohort_metadata=COHORT)
+    (folder / "telemetry_metrics.parquet").write_bytes(b"PAR1 half a file")
+    with pytest.raises(InputError, match=r"cannot be read .*overwrite=True"):
+        tracker.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, METRICS, cohort_metadata=COHORT)
+    assert (folder / "telemetry_metrics.parquet").read_bytes() == b"PAR1 half a file"
+
+
+def test_the_rollups_never_read_a_folder_nobody_named_as_the_tree(tmp_path):
+    """Given the tree itself as its folder, a tracker would take the tree's parent (here a
+    project folder with code beside RESULTS) for the tree: refused, nothing written there."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    tracker = ReproducibilityTracker(project / "RESULTS", run_id="run_1", run_started_at=STARTED)
+    tracker.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, METRICS, cohort_metadata=COHORT)
+    with pytest.raises(InputError, match=r"also holds src, which are not run folders.*root='RESULTS'"):
+        tracker.generate_telemetry_rollups("TARGET_RANKING")
+    assert not (project / ".metricsduck").exists()
+    # naming the tree reads exactly it
+    named = ReproducibilityTracker(project / "RESULTS" / "run_1", run_id="run_1", run_started_at=STARTED,
+                                   root=project / "RESULTS")
+    assert named.tree() == project / "RESULTS"
+    with pytest.raises(InputError, match="is not inside root"):
+        ReproducibilityTracker(project / "elsewhere", root=project / "RESULTS")
+
+
+def test_a_run_folder_inside_the_tree_needs_no_root(tmp_path):
+    for i in (1, 2):
+        tracker = ReproducibilityTracker(tmp_path / "RESULTS" / f"run_{i}", run_id=f"run_{i}",
+                                         run_started_at=STARTED + timedelta(days=i))
+        tracker.save_cohort("TARGET_RANKING", "CROSS_SECTIONAL", TARGET, METRICS, cohort_metadata=COHORT)
+    assert tracker.tree() == (tmp_path / "RESULTS").resolve()
+    assert tracker.generate_telemetry_rollups("TARGET_RANKING").runs == ["run_2"]
