@@ -67,6 +67,8 @@ def config(tmp: Path, name: str, baselines: str) -> metricsduck.Config:
 
 
 K3 = "      rolling_window_k: 3\n"
+# the good column alone decides: the audit verdict, used by default, is tested on its own
+GOOD_ONLY = K3 + "      last_good_uses_audit: false\n"
 
 
 def fetch(store, query: str, params=None) -> list[dict]:
@@ -105,7 +107,7 @@ def six(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("six")
     root = tmp / "RESULTS"
     write_six_runs(root)
-    store = metricsduck.connect(root, config=config(tmp, "k3", K3))
+    store = metricsduck.connect(root, config=config(tmp, "k3", GOOD_ONLY))
     yield tmp, root, store
     store.close()
 
@@ -215,9 +217,9 @@ def test_fingerprint_mismatch_is_labelled_not_dropped(six):
         assert r["sanity_status"] != "SELF_COMPARISON"
 
 
-def test_last_good_uses_audit_valid_only_when_configured(six):
+def test_last_good_uses_audit_valid_by_default(six):
     tmp, root, _ = six
-    audit = config(tmp, "audit", K3 + "      last_good_uses_audit: true\n")
+    audit = config(tmp, "audit", K3)
     with metricsduck.connect(root, config=audit) as store:
         # Effective good: the good column first (m_b stays bad though its audit is valid),
         # then audit_valid (alpha and beta become good).
@@ -242,7 +244,7 @@ def test_disabled_kinds_are_not_computed(six):
 def test_marks_decide_last_good_and_the_latest_mark_wins(tmp_path):
     root = tmp_path / "RESULTS"
     write_six_runs(root)
-    cfg = config(tmp_path, "k3", K3)
+    cfg = config(tmp_path, "k3", GOOD_ONLY)
     store = metricsduck.connect(root, config=cfg)
     assert baseline_pairs(store) == expected_pairs(GOOD_COLUMN)
     t = datetime(2025, 5, 1, tzinfo=timezone.utc)

@@ -29,7 +29,7 @@ def test_defaults_are_the_documented_values():
     assert config.prefix == "telemetry"
     assert config.get("baselines") == {
         "previous_run": True, "rolling_window_k": 10, "last_good_run": True,
-        "last_good_uses_audit": False,
+        "last_good_uses_audit": True,
     }
     drift = config.get("drift")
     assert (drift["psi_threshold"], drift["psi_warn"], drift["ks_threshold"], drift["ks_warn"],
@@ -251,7 +251,7 @@ def test_settings_rows_expose_every_scalar_threshold_by_name():
     assert rows == sorted(rows)
     assert len(by_key) == len(rows)
     assert by_key["enabled"] == (1.0, None)
-    assert by_key["baselines.last_good_uses_audit"] == (0.0, None)
+    assert by_key["baselines.last_good_uses_audit"] == (1.0, None)
     assert by_key["baselines.rolling_window_k"] == (10.0, None)
     assert by_key["drift.psi_bins"] == (10.0, None)
     assert by_key["drift.psi_epsilon"] == (1e-4, None)
