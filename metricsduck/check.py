@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .catalog import bind_snapshot, catalog_path, catalog_states, discover, persisted_fingerprints
 from .config import Config, load_config, resolve_config
-from .errors import ConfigError, InputError, StorageError
+from .errors import ConfigError, StorageError
 from .layout import CACHE_DIR, CONFIG_FILE, baseline_key, sidecar_name
 from .mirrors import drift_mirror, metrics_mirror, stage_rollup_mirror, trend_mirror, view_rollup_mirror
 from .vocab import (
@@ -72,9 +72,9 @@ def check(root: str | Path, config: Config | str | Path | None = None, *,
     config (else the defaults); a config that does not load is a problem, and the other
     checks then run with the packaged defaults. Read-only.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder; give the results tree to check")
+    from .store import tree_root
+
+    root = tree_root(root)
     checker = _Checker(root)
     config = checker.config(config)
     checker.catalog(sql_dir)

@@ -466,9 +466,23 @@ class Store:
         self.close()
 
 
+def tree_root(root: str | Path) -> Path:
+    """`root` as a results tree to read: an existing folder (it may be empty), else an error
+    saying what to give instead; a mistyped path never reads as an empty tree."""
+    root = Path(root)
+    if root.is_dir():
+        return root
+    if root.exists():
+        raise InputError(f"{root}: is a file, not a folder; give the results tree, the folder that holds "
+                         "the run folders")
+    raise InputError(f"{root}: no such folder; give the results tree (the folder that holds the run "
+                     f"folders), or write a demo tree there with `metricsduck demo {root}`")
+
+
 def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,
             use_cache: bool = True, cached_only: bool = False) -> Store:
-    """Open a store over the tree at `root` (which may be empty or missing).
+    """Open a store over the tree at `root`, an existing folder (which may be empty; a
+    missing one is an error, `tree_root`).
 
     Views are built in memory over a snapshot of the sidecars taken now (call
     `store.reload()` to see files written since), so several processes can query one
@@ -479,7 +493,7 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     changed or deleted since are not seen (`refresh` refuses such a store). The cache is
     only read here, never written.
     """
-    root = Path(root)
+    root = tree_root(root)
     config = config or resolve_config(root)
     catalog = discover(sql_dir)
     con = new_connection()
@@ -504,6 +518,7 @@ def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None
     from .layout import CACHE_DIR, CONFIG_FILE
 
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)  # init makes a tree on purpose (see `tree_root`)
     config = config or resolve_config(root)
     if config.source != "<defaults>":
         saved = root / CACHE_DIR / CONFIG_FILE

@@ -585,16 +585,19 @@ def test_queries_and_lock_down_write_nothing(refreshed) -> None:
         assert tree_bytes(root) == before, args
 
 
-def test_a_missing_or_empty_root_is_an_empty_tree_not_a_bad_file(tmp_path: Path) -> None:
-    """docs/design.md §10.1: connect(root) accepts an empty or missing folder: empty tables, no bad file."""
-    for root in (tmp_path / "missing", tmp_path / "empty"):
-        if root.name == "empty":
-            root.mkdir()
-        with metricsduck.connect(root) as store:
-            assert store.bad_files() == []
-            assert store.sql("SELECT count(*) FROM facts_raw").fetchall() == [(0,)]
-            assert store.drift().fetchall() == []
-    assert not (tmp_path / "missing").exists() and list((tmp_path / "empty").iterdir()) == []
+def test_an_empty_root_is_an_empty_tree_and_a_missing_one_an_error(tmp_path: Path) -> None:
+    """docs/design.md §10.1: connect(root) accepts an empty folder (empty tables, no bad file);
+    a missing one, a mistyped path, is an error naming it, not an empty tree."""
+    root = tmp_path / "empty"
+    root.mkdir()
+    with metricsduck.connect(root) as store:
+        assert store.bad_files() == []
+        assert store.sql("SELECT count(*) FROM facts_raw").fetchall() == [(0,)]
+        assert store.drift().fetchall() == []
+    assert list(root.iterdir()) == []
+    with pytest.raises(metricsduck.InputError, match=r"missing: no such folder; give the results tree"):
+        metricsduck.connect(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_queries_on_a_tree_without_a_cache_do_not_create_one(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def test_a_failing_statement_is_reported_with_its_file_and_line(tmp_path, sql_di
     (sql_dir / "views" / "broken.sql").write_text(text)
 
     with pytest.raises(SqlFileError) as caught:
-        metricsduck.connect(tmp_path / "tree", sql_dir=sql_dir)
+        metricsduck.connect(tmp_path, sql_dir=sql_dir)
 
     assert caught.value.path == sql_dir / "views" / "broken.sql"
     assert caught.value.line == line
@@ -253,7 +253,7 @@ def test_leading_comment_lines_become_the_comment_of_views_and_macros(tmp_path, 
     (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW)
     (sql_dir / "views" / "uncommented.sql").write_text("CREATE OR REPLACE VIEW uncommented AS SELECT 1 AS x;\n")
 
-    with metricsduck.connect(tmp_path / "tree", sql_dir=sql_dir) as store:
+    with metricsduck.connect(tmp_path, sql_dir=sql_dir) as store:
         comments = dict(store.sql(
             "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
         macros = dict(store.sql("SELECT function_name, comment FROM duckdb_functions() "
@@ -366,11 +366,9 @@ EXPECTED_TYPES = {
 }
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty"])
-def test_an_empty_tree_gives_empty_typed_views_and_creates_nothing(tmp_path, open_store, kind):
+def test_an_empty_tree_gives_empty_typed_views_and_creates_nothing(tmp_path, open_store):
     root = tmp_path / "tree"
-    if kind == "empty":
-        root.mkdir()
+    root.mkdir()
 
     with open_store(root) as store:
         for view, columns in EXPECTED_TYPES.items():
@@ -378,7 +376,6 @@ def test_an_empty_tree_gives_empty_typed_views_and_creates_nothing(tmp_path, ope
             assert described == columns, view
             assert store.sql(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
 
-    assert root.exists() is (kind == "empty")
     assert all_files(root) == []
 
 
@@ -539,6 +536,7 @@ def test_sidecars_with_extra_or_missing_columns_read_together(tmp_path, open_sto
 
 def test_the_packaged_sql_files_apply_to_a_tree(tmp_path):
     root = tmp_path / "tree"
+    root.mkdir()
     with metricsduck.connect(root) as store:
         assert store.sql("SELECT count(*) FROM facts").fetchall() == [(0,)]
     put(root, run_id="r1", started=T0, samples={"oof": [0.1, 0.2]})
@@ -635,5 +633,5 @@ def test_a_failing_definition_leaves_no_built_file(tmp_path, sql_dir, monkeypatc
     monkeypatch.setenv(CACHE_ENV, str(folder))
     (sql_dir / "views" / "metric_names.sql").write_text(EXTRA_VIEW.replace("FROM facts", "FROM no_such_table"))
     with pytest.raises(SqlFileError, match=r"metric_names\.sql"):
-        metricsduck.connect(tmp_path / "tree", sql_dir=sql_dir)
+        metricsduck.connect(tmp_path, sql_dir=sql_dir)
     assert list(folder.iterdir()) == []

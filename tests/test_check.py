@@ -135,7 +135,7 @@ def test_an_empty_folder_is_clean_and_a_missing_one_is_an_error(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
     result = runner.invoke(main, ["check", str(tmp_path / "nope")])
     assert result.exit_code == 4
-    assert "is not a folder" in result.stderr
+    assert "nope: no such folder; give the results tree" in result.stderr
 
 
 # --- sidecars ----------------------------------------------------------------------------------

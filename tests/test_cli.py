@@ -108,6 +108,29 @@ def test_version(runner: CliRunner) -> None:
     assert re.fullmatch(r"metricsduck, version \d+\.\d+\.\d+\n", result.output)
 
 
+@pytest.mark.parametrize("command", [
+    ["status"], ["check"], ["refresh"], ["drift", "--run", "latest"], ["trend"], ["rollup"],
+    ["sql", "select 1"], ["mark", "run_1", "--bad"], ["report", "--run", "latest", "-o", "{tmp}/r.html"],
+], ids=lambda c: c[0])
+def test_a_missing_root_is_exit_4_naming_it_and_nothing_is_created(runner: CliRunner, tmp_path: Path,
+                                                                   command: list[str]) -> None:
+    """A mistyped ROOT is an error, never an empty tree (nor, for refresh, a new folder)."""
+    root = tmp_path / "RESULST"
+    args = [command[0], str(root), *(a.format(tmp=tmp_path) for a in command[1:])]
+    result = run(runner, *args)
+    assert result.exit_code == 4, result.output
+    assert result.stderr == (f"metricsduck: error: {root}: no such folder; give the results tree (the folder "
+                             f"that holds the run folders), or write a demo tree there with "
+                             f"`metricsduck demo {root}`\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_creates_a_missing_root_on_purpose(runner: CliRunner, tmp_path: Path) -> None:
+    result = run(runner, "init", tmp_path / "new")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / ".metricsduck" / "catalog.duckdb").is_file()
+
+
 def test_status_on_an_empty_folder_is_exact_and_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
     root = tmp_path / "empty"
     root.mkdir()

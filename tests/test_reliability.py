@@ -215,6 +215,7 @@ def open_gate(writers: list[subprocess.Popen]) -> None:
 @pytest.mark.slow
 def test_concurrent_writers_while_refresh_loops(tmp_path: Path) -> None:
     root = tmp_path / "tree"
+    root.mkdir()  # the refresh loop may start before the first writer made it
     total = WRITERS * COHORTS_PER_WRITER
     started = time.monotonic()
     writers = [
