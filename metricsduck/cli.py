@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 problems found, 2 usage, 3 config, 4 bad input, "
-    "5 SQL catalog, 6 file I/O, 7 out of memory or spill space, 70 internal error."
+    "5 SQL catalog, 6 file I/O, 7 out of memory or spill space, 70 internal error, 130 interrupted."
 )
 
 
@@ -33,11 +33,32 @@ def fail(message: str, code: int) -> None:
     sys.exit(int(code))
 
 
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 OWN_PROCESS = "own_process"  # in ctx.obj: the command runs in a process of its own (`run`)
 
 
 class Group(click.Group):
-    """Turns MetricsDuckError into one stderr line and its exit code (--debug: traceback)."""
+    """Turns MetricsDuckError into one stderr line and its exit code (--debug: traceback);
+    usage errors are one line too (exit 2), Ctrl-C exit 130."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except _NO_ARGS as exc:  # bare `metricsduck`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            # the command as the user types it, whatever the program was invoked as
+            command = " ".join(["metricsduck", *(exc.ctx.command_path.split()[1:] if exc.ctx else [])])
+            where = f" (see `{command} --help`)"
+            fail(exc.format_message() + where, ExitCode.USAGE)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:  # click's name for Ctrl-C (and end of input at a prompt)
+            fail("interrupted", ExitCode.INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         if isinstance(ctx.obj, dict) and ctx.obj.get(OWN_PROCESS):
@@ -53,6 +74,8 @@ class Group(click.Group):
         except Exception as exc:  # a bug: say so plainly, keep the traceback behind --debug
             if ctx.meta.get("metricsduck.debug"):
                 raise
+            if isinstance(exc, RuntimeError) and str(exc).startswith("Query interrupted"):
+                fail("interrupted", ExitCode.INTERRUPTED)  # Ctrl-C inside a DuckDB query
             if type(exc).__name__ == "OutOfMemoryException":  # duckdb's, not imported up here
                 from .engine import out_of_resources
 
@@ -63,10 +86,14 @@ class Group(click.Group):
 
 def output_options(func: Callable) -> Callable:
     """The shared `--format` / `-o` options of every command that prints rows."""
+    from .output import FORMATS, check_output
+
     func = click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-                        help="Write the rows to FILE instead of stdout.")(func)
-    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"], case_sensitive=False),
-                        default="table", show_default=True, help="Output format.")(func)
+                        callback=lambda ctx, param, value: check_output(value),
+                        help="Write the rows to FILE (in an existing folder) instead of stdout.")(func)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False),
+                        help="Output format. Default: the one -o's extension names (.json, .csv), "
+                             "else table.")(func)
 
 
 def config_option(func: Callable) -> Callable:
@@ -136,7 +163,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 @ROOT
 @config_option
 @output_options
-def init(root: str, config_path: str | None, fmt: str, output: str | None) -> None:
+def init(root: str, config_path: str | None, fmt: str | None, output: str | None) -> None:
     """Refresh ROOT and persist its catalog as ROOT/.metricsduck/catalog.duckdb (saving
     --config beside it).
 
@@ -164,7 +191,7 @@ def init(root: str, config_path: str | None, fmt: str, output: str | None) -> No
 @ROOT
 @with_store
 @output_options
-def status(store: Store, fmt: str, output: str | None) -> None:
+def status(store: Store, fmt: str | None, output: str | None) -> None:
     """Show each SQL definition's fingerprint (and whether the persisted catalog matches it)
     and counts of runs, cohorts, sidecars.
 
@@ -181,7 +208,7 @@ def status(store: Store, fmt: str, output: str | None) -> None:
 @ROOT
 @config_option
 @output_options
-def check(root: str, config_path: str | None, fmt: str, output: str | None) -> None:
+def check(root: str, config_path: str | None, fmt: str | None, output: str | None) -> None:
     """Verify the tree without changing it; exit 1 if anything is wrong.
 
     Checks the config, the catalog's SQL checksums, every sidecar (readable, schema v1,
@@ -205,7 +232,7 @@ def check(root: str, config_path: str | None, fmt: str, output: str | None) -> N
 @click.argument("query")
 @with_store
 @output_options
-def sql(store: Store, query: str, fmt: str, output: str | None) -> None:
+def sql(store: Store, query: str, fmt: str | None, output: str | None) -> None:
     """Run QUERY against the views (facts, samples, cohort_runs, runs, …) and print the rows.
 
     A query reading drift (directly or through a view built on it, such as rollup_view)
@@ -261,7 +288,7 @@ def demo(root: str, runs: int, seed: int, config_path: str | None) -> None:
 @click.option("--all", "all_runs", is_flag=True, help="Refresh every run.")
 @with_store(cached=False)
 @output_options
-def refresh(store: Store, run_ids: tuple[str, ...], all_runs: bool, fmt: str, output: str | None) -> None:
+def refresh(store: Store, run_ids: tuple[str, ...], all_runs: bool, fmt: str | None, output: str | None) -> None:
     """Write drift, trend and rollup files into the tree: the one command after each run.
 
     Per cohort: telemetry_drift.* and (once a trend exists) telemetry_trend.*; per view
@@ -314,18 +341,24 @@ DRIFT_TABLE_COLUMNS = (
 @click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
               help="Only rows at least this bad (WARN shows WARN and ALERT).")
 @click.option("--item", type=click.Choice(ITEM_KINDS, case_sensitive=False), help="Only metrics or distributions.")
+@click.option("--metric", help="Only this metric's rows.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N rows (the worst).")
 @with_store
 @output_options
-def drift(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
-    """Show drift rows (worst first) against each baseline kind.
+def drift(store: Store, fmt: str | None, output: str | None, **filters: Any) -> None:
+    """Show drift rows against each baseline kind, worst first: by tier, then by how far
+    they moved (|rel_delta|, PSI, KS D).
 
     Example: metricsduck drift RESULTS --run latest --tier ALERT
     """
-    from .output import emit_relation
+    from .output import emit_relation, output_format
 
     _compute_drift(store, filters["run"])
+    limit = filters.pop("limit")
     relation = store.drift(**filters)
-    if fmt == "table":
+    if limit is not None:
+        relation = relation.limit(limit)
+    if output_format(fmt, output) == "table":
         relation = relation.select(*DRIFT_TABLE_COLUMNS)
     emit_relation(relation, fmt, output)
 
@@ -344,7 +377,7 @@ TREND_TABLE_COLUMNS = (
               help="Only trends going this way.")
 @with_store
 @output_options
-def trend(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
+def trend(store: Store, fmt: str | None, output: str | None, **filters: Any) -> None:
     """Show metric trends over the last trend.window runs of each baseline key.
 
     A trend exists once trend.min_runs runs have the metric. Without --run, every run's
@@ -352,10 +385,10 @@ def trend(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
 
     Example: metricsduck trend RESULTS --run latest --direction decreasing
     """
-    from .output import emit_relation
+    from .output import emit_relation, output_format
 
     relation = store.trends(**filters)
-    if fmt == "table":
+    if output_format(fmt, output) == "table":
         relation = relation.select(*TREND_TABLE_COLUMNS)
     emit_relation(relation, fmt, output)
 
@@ -372,7 +405,7 @@ def trend(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
                                 "tier_ALERT.")
 @with_store
 @output_options
-def rollup(store: Store, fmt: str, output: str | None, **filters: Any) -> None:
+def rollup(store: Store, fmt: str | None, output: str | None, **filters: Any) -> None:
     """Show rollups: per view (counts, metric statistics, tier counts, worst items,
     population drift) or, with --level stage, the stage container of its views.
 
@@ -416,7 +449,7 @@ def report(store: Store, run: str, top: int, output: str) -> None:
 @config_option
 @output_options
 def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: str | None,
-         fmt: str, output: str | None) -> None:
+         fmt: str | None, output: str | None) -> None:
     """Mark RUN_ID good or bad; last_good_run baselines follow the latest mark at once.
 
     Marks are append-only files under ROOT/.metricsduck/marks/.

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     IO = 6  # a file could not be read or written
     RESOURCES = 7  # DuckDB ran out of the memory or spill space it may use
     INTERNAL = 70  # a bug in metricsduck: rerun with --debug and report it
+    INTERRUPTED = 130  # stopped by Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class MetricsDuckError(Exception):

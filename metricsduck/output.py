@@ -17,6 +17,24 @@ if TYPE_CHECKING:
     import duckdb
 
 FORMATS = ("table", "json", "csv")
+SUFFIXES = {".json": "json", ".csv": "csv"}  # the format an -o file's extension names
+
+
+def output_format(fmt: str | None, output: str | None) -> str:
+    """`--format` if given, else the format the extension of `-o` names, else table."""
+    if fmt is not None:
+        return fmt
+    return SUFFIXES.get(Path(output).suffix.lower(), "table") if output else "table"
+
+
+def check_output(output: str | None) -> str | None:
+    """`-o FILE` whose folder exists (it is not created: a typo there would scatter files)."""
+    if output is not None and not Path(output).parent.is_dir():
+        from .errors import StorageError
+
+        raise StorageError(f"{output}: the folder {Path(output).parent} does not exist; create it or write "
+                           "somewhere else")
+    return output
 
 
 def _plain(value: Any) -> Any:
@@ -73,9 +91,9 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
     return "\n".join(out) + "\n"
 
 
-def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, output: str | None) -> None:
-    """Render and write to stdout, or atomically to `output`."""
-    text = render(columns, rows, fmt)
+def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str | None, output: str | None) -> None:
+    """Render (in `output_format`) and write to stdout, or atomically to `output`."""
+    text = render(columns, rows, output_format(fmt, output))
     if output:
         from .files import write_atomic
 
@@ -84,7 +102,7 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, output
         sys.stdout.write(text)
 
 
-def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str, output: str | None) -> None:
+def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str | None, output: str | None) -> None:
     """Render a DuckDB relation (all of it) like any other rows."""
     emit(relation.columns, relation.fetchall(), fmt, output)
 

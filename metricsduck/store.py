@@ -154,23 +154,32 @@ class Store:
 
     def drift(self, *, stage: str | None = None, view: str | None = None,
               target: str | None = None, symbol: str | None = None, baseline: str | None = None,
-              tier: str | None = None, run: str | None = None, item: str | None = None) -> Any:
-        """Rows of the `drift` view matching the filters, worst first (a DuckDB relation).
+              tier: str | None = None, run: str | None = None, item: str | None = None,
+              metric: str | None = None) -> Any:
+        """Rows of the `drift` view matching the filters, worst first (a DuckDB relation):
+        by tier, then by how far they moved (|rel_delta| of a metric, PSI then KS D of a
+        distribution), then newest run first.
 
         `tier` keeps rows at least that bad (WARN: WARN and ALERT); `run` is a run id or
-        'latest'; `baseline` a baseline kind; `item` 'metric' or 'distribution'.
+        'latest'; `baseline` a baseline kind; `item` 'metric' or 'distribution'; `metric`
+        one metric's rows.
         """
         check_choice("baseline", baseline, BASELINE_KINDS)
         check_choice("item", item, ITEM_KINDS)
+        if metric is not None:
+            if item not in (None, "metric"):
+                raise InputError(f"metric {metric!r} selects metric rows; drop item {item!r} or the metric")
+            self._check_values({"metric": metric})
+            item = "metric"
         run = self._run(run)
         self.compute_drift(run=run)
         return self._filtered(
             "drift",
             {"stage": stage, "view": view, "target": target, "symbol": symbol,
-             "baseline_kind": baseline, "item_kind": item},
+             "baseline_kind": baseline, "item_kind": item, "item": metric},
             tier=tier, run=run,
-            order="tier_rank DESC NULLS LAST, run_started_at DESC, run_id, baseline_key, "
-                  "baseline_kind, item_kind, item",
+            order="tier_rank DESC NULLS LAST, coalesce(abs(rel_delta), psi) DESC NULLS LAST, ks_d DESC NULLS LAST, "
+                  "run_started_at DESC, run_id, baseline_key, baseline_kind, item_kind, item",
         )
 
     def trends(self, *, stage: str | None = None, view: str | None = None,

@@ -332,3 +332,72 @@ def test_catalog_made_on_an_empty_tree_sees_what_later_refreshes_cache_and_marks
         assert drift == store.sql("select run_id, item, baseline_kind, baseline_run_id from drift "
                                   "where run_id = 'run_2' order by all").fetchall()
     assert drift and all(kind != "last_good_run" or base is None for _, _, kind, base in drift)
+
+
+# --- habits: ordering, limits, output files, usage errors, Ctrl-C --------------------------------
+
+def test_drift_is_worst_first_by_tier_then_by_how_far_it_moved(runner: CliRunner, demo_trees, tmp_path: Path) -> None:
+    demo = demo_trees.copy(tmp_path / "demo", runs=4, seed=0, refreshed=True)
+    result = run(runner, "drift", demo.root, "--run", "latest", "--format", "json")
+    rows = json.loads(result.stdout)
+    rank = {"ALERT": 2, "WARN": 1, "OK": 0, None: -1}
+
+    def magnitude(r: dict) -> tuple[float, float]:
+        first = abs(r["rel_delta"]) if r["rel_delta"] is not None else r["psi"]
+        return (-1.0 if first is None else first, -1.0 if r["ks_d"] is None else r["ks_d"])
+
+    keys = [(rank[r["tier"]], *magnitude(r)) for r in rows]
+    assert keys == sorted(keys, reverse=True) and {r["tier"] for r in rows} >= {"ALERT", "OK"}
+    limited = json.loads(run(runner, "drift", demo.root, "--run", "latest", "--limit", "5", "--format", "json").stdout)
+    assert limited == rows[:5]
+    metric = json.loads(run(runner, "drift", demo.root, "--run", "latest", "--metric", "mean_score",
+                            "--format", "json").stdout)
+    assert metric == [r for r in rows if r["item_kind"] == "metric" and r["item"] == "mean_score"] != []
+
+
+def test_output_files_take_their_format_from_the_extension_and_need_their_folder(runner: CliRunner, tree: Path,
+                                                                                  tmp_path: Path) -> None:
+    run(runner, "status", tree, "-o", tmp_path / "status.json")
+    assert json.loads((tmp_path / "status.json").read_text())[0].keys() == {"section", "item", "value"}
+    run(runner, "status", tree, "-o", tmp_path / "status.CSV")
+    assert (tmp_path / "status.CSV").read_text().splitlines()[0] == "section,item,value"
+    run(runner, "status", tree, "-o", tmp_path / "status.txt")
+    assert (tmp_path / "status.txt").read_text().startswith("section")  # a table
+    result = run(runner, "drift", tree, "-o", tmp_path / "no_such_folder" / "drift.csv")
+    assert result.exit_code == 6
+    assert result.stderr == (f"metricsduck: error: {tmp_path / 'no_such_folder' / 'drift.csv'}: the folder "
+                             f"{tmp_path / 'no_such_folder'} does not exist; create it or write somewhere else\n")
+    assert not (tmp_path / "no_such_folder").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["drift", "{root}", "--tierr", "ALERT"], "No such option '--tierr'"),
+    (["drift"], "Missing argument 'ROOT'"),
+    (["drift", "{root}", "--limit", "0"], "Invalid value for '--limit'"),
+], ids=["typo", "missing-root", "bad-limit"])
+def test_a_usage_error_is_one_line_and_exit_2(runner: CliRunner, tree: Path, args: list[str], message: str) -> None:
+    result = run(runner, *(a.format(root=tree) for a in args))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"metricsduck: error: {message}")
+    assert result.stderr.endswith("(see `metricsduck drift --help`)\n")
+
+
+def test_ctrl_c_exits_130_saying_so(tmp_path: Path) -> None:
+    """A refresh waiting for the lock another refresh holds is stopped by Ctrl-C (SIGINT):
+    the signal is sent once the command says it is waiting, never after a sleep."""
+    import fcntl
+    import signal
+
+    root = tmp_path / "tree"
+    (root / ".metricsduck").mkdir(parents=True)
+    with open(root / ".metricsduck" / "refresh.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        process = subprocess.Popen([sys.executable, "-m", "metricsduck", "refresh", str(root)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "waiting for the refresh lock" in line, line
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=60) == 130, line + rest
+    assert rest.splitlines()[-1] == "metricsduck: error: interrupted"
