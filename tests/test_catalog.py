@@ -635,3 +635,29 @@ def test_a_failing_definition_leaves_no_built_file(tmp_path, sql_dir, monkeypatc
     with pytest.raises(SqlFileError, match=r"metric_names\.sql"):
         metricsduck.connect(tmp_path, sql_dir=sql_dir)
     assert list(folder.iterdir()) == []
+
+
+def test_stores_building_the_same_file_at_once_all_get_it(tmp_path, monkeypatch):
+    import threading
+
+    from metricsduck.catalog.built import CACHE_ENV
+
+    root, folder = tmp_path / "tree", tmp_path / "built"
+    _tree_with_drift(root)
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    counts, errors = [], []
+
+    def open_and_count() -> None:
+        try:
+            with metricsduck.connect(root) as store:
+                counts.append(store.sql("SELECT count(*) FROM rollup_view").fetchall()[0][0])
+        except Exception as exc:  # reported below, with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_count) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(set(counts)) == 1 and counts[0] > 0
+    assert [p.name.startswith("sql-") for p in folder.iterdir()] == [True]  # no temporary left

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,7 +82,8 @@ def attach_built(con: duckdb.DuckDBPyConnection, catalog: Catalog, definitions: 
     if not path.exists():
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            # one name per process and thread: two stores built at once never share a file
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.unlink(missing_ok=True)
             con.execute(f"ATTACH {sql_string(str(tmp))} AS {BUILT}")
         except (OSError, duckdb.Error):
@@ -111,8 +113,9 @@ def attach_built(con: duckdb.DuckDBPyConnection, catalog: Catalog, definitions: 
                 progress()
     try:
         con.execute(f"ATTACH {sql_string(str(path))} AS {BUILT} (READ_ONLY)")
-    except duckdb.Error:
-        return False  # unreadable (a disk error, another DuckDB): built in memory instead
+    except duckdb.Error:  # unreadable (a disk error, another DuckDB): built in memory instead
+        con.execute("RESET search_path")
+        return False
     search_path(con)
     return True
 
