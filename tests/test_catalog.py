@@ -651,7 +651,7 @@ def test_stores_building_the_same_file_at_once_all_get_it(tmp_path, monkeypatch)
         try:
             with metricsduck.connect(root) as store:
                 counts.append(store.sql("SELECT count(*) FROM rollup_view").fetchall()[0][0])
-        except Exception as exc:  # reported below, with the thread's error
+        except Exception as exc:  # noqa: BLE001 - any error of a thread is reported by the assert below
             errors.append(exc)
 
     threads = [threading.Thread(target=open_and_count) for _ in range(4)]
