@@ -258,7 +258,10 @@ def sql(store: Store, query: str, fmt: str | None, output: str | None) -> None:
             return
         emit_relation(relation, fmt, output)
     except duckdb.Error as exc:
-        raise InputError(f"query failed: {str(exc).splitlines()[0]}") from None
+        # DuckDB's whole message on one line: its hints ("Did you mean …", "Candidate
+        # bindings: …") and the query line it points at, without the caret line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip().strip("^")]
+        raise InputError(f"query failed: {' '.join(lines)}") from None
 
 
 @main.command()
@@ -467,6 +470,14 @@ def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: st
                          "\"select * from runs\"` lists the runs")
     path = write_mark(Path(root), run_id, good, reason)
     emit(["run_id", "good", "reason", "file"], [(run_id, good, reason, str(path))], fmt, output)
+    from .refresh import stale_runs
+
+    with _store(root, config_path) as after:  # what the mark made stale: queries follow it at once
+        stale = stale_runs(after)
+    if stale:
+        listed = ", ".join(stale[:3]) + (f" … {stale[-1]}" if len(stale) > 3 else "")
+        click.echo(f"metricsduck: {len(stale)} run(s) stale now ({listed}): their drift files no longer "
+                   f"follow the marks; `metricsduck refresh {root}` rewrites them", err=True)
 
 
 def _skip_the_pandas_probe() -> None:

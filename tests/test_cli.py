@@ -199,6 +199,17 @@ def test_bad_query_is_one_line_on_stderr_with_exit_4(tree: Path) -> None:
     assert re.fullmatch(r"metricsduck: error: query failed: .*nope.*\n", result.stderr)
 
 
+@pytest.mark.parametrize(("query", "hint"), [
+    ("select * from fact", 'Did you mean "facts"?'),
+    ("select metrc from facts", 'Candidate bindings: "metric", "target"'),
+    ("selec 1", "LINE 1: selec 1"),
+], ids=["table", "column", "syntax"])
+def test_a_bad_query_keeps_duckdbs_hints_on_its_one_line(tree: Path, query: str, hint: str) -> None:
+    result = CliRunner().invoke(main, ["sql", str(tree), query])
+    assert result.exit_code == 4 and result.stderr.count("\n") == 1
+    assert hint in result.stderr, result.stderr
+
+
 def test_missing_config_file_exits_3_and_writes_nothing(tree: Path) -> None:
     before = files_under(tree)
     result = CliRunner().invoke(main, ["init", str(tree), "--config", str(tree / "none.yaml")])
@@ -246,8 +257,14 @@ def test_mark_changes_the_last_good_baseline_at_once(runner: CliRunner, tree: Pa
     assert last_good() == {"run_1"}  # run_2 has good = false
     marked = run(runner, "mark", tree, "run_2", "--good", "--reason", "re-checked", "--format", "csv")
     assert marked.exit_code == 0
-    assert marked.output.splitlines()[1].startswith("run_2,True,re-checked,")
+    assert marked.stdout.splitlines()[1].startswith("run_2,True,re-checked,")
+    assert marked.stderr.startswith("metricsduck: 3 run(s) stale now (run_1, run_2, run_3): their drift files")
+    assert marked.stderr.endswith(f"`metricsduck refresh {tree}` rewrites them\n")
     assert last_good() == {"run_2"}
+    refreshed = run(runner, "refresh", tree)
+    assert refreshed.exit_code == 0
+    again = run(runner, "mark", tree, "run_2", "--good", "--reason", "re-checked twice")
+    assert "3 run(s) stale now" in again.stderr  # every cached drift row keys on the marks
     run(runner, "mark", tree, "run_2", "--bad")
     assert last_good() == {"run_1"}
 
