@@ -108,24 +108,36 @@ def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str | None, output: st
 
 
 def progress_reporter(label: str) -> Callable[[int, int], None]:
-    """A `(done, total)` callback: a bar on a terminal, a few quiet lines otherwise."""
+    """A `(done, total)` callback on stderr: click's progress bar (count, elapsed and ETA) on
+    a terminal; elsewhere (a log, a pipe) a line at the start, half way and the end, with the
+    elapsed time and the time left."""
+    import time
+
+    import click
+
     tty = sys.stderr.isatty()
-    state = {"last": -1}
+    started = time.monotonic()
+    state: dict[str, Any] = {"last": -1, "bar": None}
 
     def report(done: int, total: int) -> None:
         if total <= 0:
             return
         if tty:
-            width = 30
-            filled = width * done // total
-            sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            bar = state["bar"]
+            if bar is None:
+                bar = state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True,
+                                                       show_pos=True)
+                bar.__enter__()
+            bar.update(done - bar.pos)
             if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+                bar.__exit__(None, None, None)
+                state["bar"] = None
             return
         decile = 10 * done // total
         if decile != state["last"] and (decile % 5 == 0 or done >= total):
             state["last"] = decile
-            sys.stderr.write(f"metricsduck: {label}: {done}/{total}\n")
+            elapsed = time.monotonic() - started
+            left = f", about {elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
+            sys.stderr.write(f"metricsduck: {label}: {done}/{total}, {elapsed:.0f} s elapsed{left}\n")
 
     return report

@@ -418,3 +418,34 @@ def test_ctrl_c_exits_130_saying_so(tmp_path: Path) -> None:
         rest = process.stderr.read()
         assert process.wait(timeout=60) == 130, line + rest
     assert rest.splitlines()[-1] == "metricsduck: error: interrupted"
+
+
+def test_progress_in_a_log_says_the_count_the_time_spent_and_the_time_left(runner: CliRunner, tmp_path: Path) -> None:
+    result = run(runner, "demo", tmp_path / "demo", "--runs", "2")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("metricsduck: demo: ")]
+    assert len(lines) == 3, result.stderr  # start, half way, end: a log is not flooded
+    assert re.fullmatch(r"metricsduck: demo: 1/(\d+), \d+ s elapsed, about \d+ s left", lines[0])
+    total = lines[0].split("/")[1].split(",")[0]
+    assert re.fullmatch(rf"metricsduck: demo: {total}/{total}, \d+ s elapsed", lines[-1])
+
+
+def test_progress_on_a_terminal_is_clicks_bar_with_the_count(tmp_path: Path) -> None:
+    import pty
+
+    master, slave = pty.openpty()  # a real terminal for the command's stderr
+    process = subprocess.Popen([sys.executable, "-m", "metricsduck", "demo", str(tmp_path / "demo"), "--runs", "2"],
+                               stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the command closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert process.wait(timeout=120) == 0
+    last = seen.decode(errors="replace").split("\r")[-2]
+    assert re.search(r"demo\s+\[#+\]\s+(\d+)/\1", last), last
