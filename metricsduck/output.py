@@ -109,8 +109,8 @@ def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str | None, output: st
 
 def progress_reporter(label: str) -> Callable[[int, int], None]:
     """A `(done, total)` callback on stderr: click's progress bar (count, elapsed and ETA) on
-    a terminal; elsewhere (a log, a pipe) a line at the start, half way and the end, with the
-    elapsed time and the time left."""
+    a terminal; elsewhere (a log, a pipe) at most a line at the start, half way and the end,
+    with the elapsed time and the time left."""
     import time
 
     import click
