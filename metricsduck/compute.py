@@ -5,7 +5,8 @@ store with the compacted cache, `drift` is served here: the cached rows of each 
 whose inputs are unchanged, the rows computed since, and `drift_computed` for the rest.
 
 A cohort-run's drift depends on its own sidecars, those of the earlier cohort-runs of its
-baseline key, the marks, and the definition of `drift_computed` with the settings it reads
+baseline key, the marks of those earlier runs (their verdicts choose its last_good_run),
+and the definition of `drift_computed` with the settings it reads
 (`catalog.cache_key`): its fingerprint hashes all of them (`cache_fingerprints`). Editing
 a trend or rollup view, or a `trend.*` setting, leaves every cached drift row valid; it
 changes `outputs_key`, the cache key of the definitions behind the trend and rollup files,
@@ -87,13 +88,17 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
         "CREATE OR REPLACE TABLE cache_fingerprints AS "
         "WITH files AS (SELECT baseline_key, run_id, sum(hash(source_file, size, mtime_ns)) AS h "
         "FROM cache_live GROUP BY ALL), "
-        "marks_digest AS (SELECT coalesce(string_agg(concat_ws(',', run_id, good, reason, marked_at), ';' "
-        "ORDER BY run_id, marked_at, good, reason), '') AS m FROM marks_raw), "
+        "run_marks AS (SELECT run_id, hash(run_id, string_agg(concat_ws(',', good, reason, marked_at), ';' "
+        "ORDER BY marked_at, good, reason)) AS m FROM marks_raw GROUP BY run_id), "
+        # the sidecars of the cohort-run and of the earlier ones of its key; the marks of those
+        # earlier runs only, whose verdicts choose its last_good_run (`baselines_of`)
         "cumulative AS (SELECT cr.baseline_key, cr.run_id, sum(coalesce(f.h, 0)) OVER (PARTITION BY "
-        "cr.baseline_key ORDER BY cr.ordinal ROWS UNBOUNDED PRECEDING) AS h "
-        "FROM cohort_runs AS cr LEFT JOIN files AS f USING (baseline_key, run_id)) "
-        "SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint "
-        "FROM cumulative, marks_digest", [key])
+        "cr.baseline_key ORDER BY cr.ordinal ROWS UNBOUNDED PRECEDING) AS h, "
+        "coalesce(sum(coalesce(rm.m, 0)) OVER (PARTITION BY cr.baseline_key ORDER BY cr.ordinal "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS m "
+        "FROM cohort_runs AS cr LEFT JOIN files AS f USING (baseline_key, run_id) "
+        "LEFT JOIN run_marks AS rm USING (run_id)) "
+        "SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint FROM cumulative", [key])
     if not snapshot.use_cache:
         return False
     create_from(con, "cache_drift", located(snapshot, snapshot.drift),

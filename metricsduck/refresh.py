@@ -92,7 +92,7 @@ def _write(path: Path, data: bytes) -> tuple[Path, bool | str]:
 
 def stale_runs(store: Any) -> list[str]:
     """Runs with a cohort-run whose drift the cache does not hold for its current inputs
-    (`cache_fingerprints`: its sidecars and its key's earlier ones, the marks, the drift
+    (`cache_fingerprints`: its sidecars and its key's earlier ones, those runs' marks, the drift
     definitions and the settings they read), whose trend and rollup files were written by
     other definitions or settings than the current ones (`outputs_key`), or with an output
     missing. Without the cache, every run is stale.

@@ -299,6 +299,9 @@ def test_cached_drift_follows_marks_and_config(tmp_path: Path, make_config) -> N
 
     write_mark(root, "run01", False, "outage")
     write_mark(root, "run02", True)
+    # a mark moves the last_good_run of later runs only: theirs are recomputed, the rest kept
+    with metricsduck.connect(root) as store:
+        assert {r for (r,) in store.sql("SELECT DISTINCT run_id FROM cache_stale").fetchall()} == {"run02", "run03"}
     # refresh writes outputs, never sidecars or marks: the plain read stays the expected one
     plain = read(root, use_cache=False)
     assert_same(read(root), plain, "after marks")

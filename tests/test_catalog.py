@@ -583,8 +583,8 @@ def test_the_built_catalog_is_made_once_then_reused_and_reads_what_memory_reads(
     assert {where[d.name] for d in store.catalog if d.kind == "VIEW" and d.name != "drift"} == {BUILT}
     assert where["drift"] == "memory"  # served by the store, over the built views
     made = files[0].stat().st_ino
-    with metricsduck.connect(root) as store:
-        assert _every_definition(store) == built
+    with metricsduck.connect(root) as store:  # every view was compared above; one deep one here
+        assert sorted(map(repr, store.sql("SELECT * FROM rollup_view").fetchall())) == built["rollup_view"]
     assert [f.stat().st_ino for f in folder.glob("sql-*.duckdb")] == [made], "reused, not rebuilt"
 
     monkeypatch.setenv(CACHE_ENV, "")  # no folder: every definition applied in memory, as before
