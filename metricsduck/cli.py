@@ -354,16 +354,14 @@ def drift(store: Store, fmt: str | None, output: str | None, **filters: Any) -> 
 
     Example: metricsduck drift RESULTS --run latest --tier ALERT
     """
-    from .output import emit_relation, output_format
+    from .output import emit_relation
 
     _compute_drift(store, filters["run"])
     limit = filters.pop("limit")
     relation = store.drift(**filters)
     if limit is not None:
         relation = relation.limit(limit)
-    if output_format(fmt, output) == "table":
-        relation = relation.select(*DRIFT_TABLE_COLUMNS)
-    emit_relation(relation, fmt, output)
+    emit_relation(relation, fmt, output, DRIFT_TABLE_COLUMNS)
 
 
 TREND_TABLE_COLUMNS = (
@@ -388,12 +386,10 @@ def trend(store: Store, fmt: str | None, output: str | None, **filters: Any) -> 
 
     Example: metricsduck trend RESULTS --run latest --direction decreasing
     """
-    from .output import emit_relation, output_format
+    from .output import emit_relation
 
     relation = store.trends(**filters)
-    if output_format(fmt, output) == "table":
-        relation = relation.select(*TREND_TABLE_COLUMNS)
-    emit_relation(relation, fmt, output)
+    emit_relation(relation, fmt, output, TREND_TABLE_COLUMNS)
 
 
 @main.command()

@@ -102,8 +102,12 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str | None,
         sys.stdout.write(text)
 
 
-def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str | None, output: str | None) -> None:
-    """Render a DuckDB relation (all of it) like any other rows."""
+def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str | None, output: str | None,
+                  table_columns: Sequence[str] | None = None) -> None:
+    """Render a DuckDB relation (all of it) like any other rows; as a table, only
+    `table_columns` if given (json and csv carry every column)."""
+    if table_columns is not None and output_format(fmt, output) == "table":
+        relation = relation.select(*table_columns)
     emit(relation.columns, relation.fetchall(), fmt, output)
 
 
