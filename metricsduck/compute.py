@@ -88,16 +88,14 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
         "CREATE OR REPLACE TABLE cache_fingerprints AS "
         "WITH files AS (SELECT baseline_key, run_id, sum(hash(source_file, size, mtime_ns)) AS h "
         "FROM cache_live GROUP BY ALL), "
-        "run_marks AS (SELECT run_id, hash(run_id, string_agg(concat_ws(',', good, reason, marked_at), ';' "
-        "ORDER BY marked_at, good, reason)) AS m FROM marks_raw GROUP BY run_id), "
-        # the sidecars of the cohort-run and of the earlier ones of its key; the marks of those
-        # earlier runs only, whose verdicts choose its last_good_run (`baselines_of`)
-        "cumulative AS (SELECT cr.baseline_key, cr.run_id, sum(coalesce(f.h, 0)) OVER (PARTITION BY "
-        "cr.baseline_key ORDER BY cr.ordinal ROWS UNBOUNDED PRECEDING) AS h, "
-        "coalesce(sum(coalesce(rm.m, 0)) OVER (PARTITION BY cr.baseline_key ORDER BY cr.ordinal "
+        # the sidecars of the cohort-run and of the earlier ones of its key; the effective
+        # verdicts of those earlier ones (mark, else good, else audit), which choose its
+        # last_good_run (`baselines_of`): a mark that changes no verdict changes no drift
+        "cumulative AS (SELECT cs.baseline_key, cs.run_id, sum(coalesce(f.h, 0)) OVER (PARTITION BY "
+        "cs.baseline_key ORDER BY cs.ordinal ROWS UNBOUNDED PRECEDING) AS h, "
+        "coalesce(sum(hash(cs.run_id, cs.effective_good)) OVER (PARTITION BY cs.baseline_key ORDER BY cs.ordinal "
         "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS m "
-        "FROM cohort_runs AS cr LEFT JOIN files AS f USING (baseline_key, run_id) "
-        "LEFT JOIN run_marks AS rm USING (run_id)) "
+        "FROM cohort_status AS cs LEFT JOIN files AS f USING (baseline_key, run_id)) "
         "SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint FROM cumulative", [key])
     if not snapshot.use_cache:
         return False

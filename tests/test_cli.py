@@ -264,13 +264,14 @@ def test_mark_changes_the_last_good_baseline_at_once(runner: CliRunner, tree: Pa
     assert last_good() == {"run_2"}
     refreshed = run(runner, "refresh", tree)
     assert refreshed.exit_code == 0
-    # a refreshed tree: a mark makes stale only the runs after it (whose last_good_run it may move)
-    again = run(runner, "mark", tree, "run_2", "--good", "--reason", "re-checked twice")
+    # a refreshed tree: a mark that changes no verdict makes nothing stale; one that does, only
+    # the runs after it (whose last_good_run it may move)
+    assert run(runner, "mark", tree, "run_2", "--good", "--reason", "re-checked twice").stderr == ""
+    again = run(runner, "mark", tree, "run_2", "--bad")
     assert again.stderr.startswith("metricsduck: 1 run(s) stale now (run_3): ")
+    assert last_good() == {"run_1"}
     assert run(runner, "refresh", tree).exit_code == 0
     assert run(runner, "mark", tree, "run_3", "--bad").stderr == ""  # the newest: nothing after it
-    run(runner, "mark", tree, "run_2", "--bad")
-    assert last_good() == {"run_1"}
 
 
 def test_mark_of_an_unknown_run_exits_4_and_writes_nothing(tree: Path) -> None:
