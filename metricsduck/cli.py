@@ -96,6 +96,23 @@ def output_options(func: Callable) -> Callable:
                              "else table.")(func)
 
 
+def table_options(columns: tuple[str, ...]) -> Callable[[Callable], Callable]:
+    """`output_options` plus `--wide`: a table shows `columns` unless --wide (json and csv
+    always carry every column). The command gets `fmt`, `output` and `columns`."""
+
+    def decorate(func: Callable) -> Callable:
+        @wraps(func)
+        def with_columns(*args: Any, wide: bool, **kwargs: Any) -> Any:
+            return func(*args, columns=None if wide else columns, **kwargs)
+
+        with_columns = click.option(
+            "--wide", is_flag=True, help=f"Show every column in the table, not only {', '.join(columns[:4])} …"
+        )(with_columns)
+        return output_options(with_columns)
+
+    return decorate
+
+
 def config_option(func: Callable) -> Callable:
     return click.option(
         "--config", "config_path", type=click.Path(dir_okay=False),
@@ -329,10 +346,10 @@ def filter_options(func: Callable) -> Callable:
 
 
 # Columns of the table format; json and csv carry every column of the view.
+# The columns a table shows without --wide: which cohort, against what, how bad, how far.
 DRIFT_TABLE_COLUMNS = (
-    "run_id", "view", "target", "symbol", "baseline_kind", "baseline_run_id", "item_kind", "item",
-    "tier", "status", "current_value", "baseline_value", "rel_delta", "z", "psi", "ks_d", "ks_p",
-    "sanity_status",
+    "run_id", "view", "target", "symbol", "baseline_kind", "item", "tier", "status",
+    "current_value", "baseline_value", "rel_delta", "psi", "ks_d",
 )
 
 
@@ -347,8 +364,9 @@ DRIFT_TABLE_COLUMNS = (
 @click.option("--metric", help="Only this metric's rows.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N rows (the worst).")
 @with_store
-@output_options
-def drift(store: Store, fmt: str | None, output: str | None, **filters: Any) -> None:
+@table_options(DRIFT_TABLE_COLUMNS)
+def drift(store: Store, fmt: str | None, output: str | None, columns: tuple[str, ...] | None,
+          **filters: Any) -> None:
     """Show drift rows against each baseline kind, worst first: by tier, then by how far
     they moved (|rel_delta|, PSI, KS D).
 
@@ -361,12 +379,12 @@ def drift(store: Store, fmt: str | None, output: str | None, **filters: Any) -> 
     relation = store.drift(**filters)
     if limit is not None:
         relation = relation.limit(limit)
-    emit_relation(relation, fmt, output, DRIFT_TABLE_COLUMNS)
+    emit_relation(relation, fmt, output, columns)
 
 
 TREND_TABLE_COLUMNS = (
-    "run_id", "view", "target", "symbol", "metric", "n_runs", "direction", "slope",
-    "slope_per_day", "r2", "theil_sen_slope", "first_value", "last_value", "mean",
+    "run_id", "view", "target", "symbol", "metric", "n_runs", "direction", "slope", "r2",
+    "first_value", "last_value",
 )
 
 
@@ -377,8 +395,9 @@ TREND_TABLE_COLUMNS = (
 @click.option("--direction", type=click.Choice(DIRECTIONS, case_sensitive=False),
               help="Only trends going this way.")
 @with_store
-@output_options
-def trend(store: Store, fmt: str | None, output: str | None, **filters: Any) -> None:
+@table_options(TREND_TABLE_COLUMNS)
+def trend(store: Store, fmt: str | None, output: str | None, columns: tuple[str, ...] | None,
+          **filters: Any) -> None:
     """Show metric trends over the last trend.window runs of each baseline key.
 
     A trend exists once trend.min_runs runs have the metric. Without --run, every run's
@@ -389,7 +408,7 @@ def trend(store: Store, fmt: str | None, output: str | None, **filters: Any) -> 
     from .output import emit_relation
 
     relation = store.trends(**filters)
-    emit_relation(relation, fmt, output, TREND_TABLE_COLUMNS)
+    emit_relation(relation, fmt, output, columns)
 
 
 @main.command()
@@ -474,6 +493,35 @@ def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: st
         listed = ", ".join(stale[:3]) + (f" … {stale[-1]}" if len(stale) > 3 else "")
         click.echo(f"metricsduck: {len(stale)} run(s) stale now ({listed}): their drift files no longer "
                    f"follow the marks; `metricsduck refresh {root}` rewrites them", err=True)
+
+
+@main.command("import")
+@ROOT
+@click.option("--dry-run", is_flag=True, help="Say what would be imported; write nothing.")
+@config_option
+@output_options
+def import_(root: str, dry_run: bool, config_path: str | None, fmt: str | None, output: str | None) -> None:
+    """Write sidecars for cohort folders the pipeline wrote without them.
+
+    Reads each cohort folder's metrics.json, metadata.json and audit_report.json (run id,
+    run start, fingerprints, good, audit verdict) and never changes them. Folders that
+    already have sidecars are left alone, so importing twice writes nothing. Exits 4 if a
+    folder could not be read (each named on stderr); the others are imported.
+
+    Example: metricsduck import RESULTS --dry-run
+    """
+    from .importer import import_tree
+    from .output import emit, progress_reporter
+
+    summary = import_tree(root, config=_config(root, config_path), dry_run=dry_run,
+                          progress=progress_reporter("import"))
+    for path, reason in summary.failed:
+        click.echo(f"metricsduck: error: could not import {path}: {reason}", err=True)
+    emit(["item", "value"], summary.rows(dry_run), fmt, output)
+    if summary.imported and not dry_run:
+        click.echo(f"metricsduck: next, `metricsduck refresh {root}` computes their drift", err=True)
+    if summary.failed:
+        sys.exit(int(ExitCode.INPUT))
 
 
 def _skip_the_pandas_probe() -> None:

@@ -96,6 +96,7 @@ class ReproducibilityTracker:
         audit_valid = None if audit_report is None else audit_report.get("is_valid")
         pipeline_files = {
             "metadata.json": {**metadata, "cohort_id": cohort_id, "run_id": self.run_id,
+                              "run_started_at": self.run_started_at.isoformat(),
                               "stage": stage, "view": view, "target": target, "symbol": symbol},
             "metrics.json": dict(metrics),
         }

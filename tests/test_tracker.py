@@ -105,7 +105,8 @@ def test_the_pipeline_files_hold_what_the_pipeline_gave(tracker):
 
     metadata = read_json(folder / "metadata.json")
     assert metadata == {**COHORT, "seed": 7, "cohort_id": expected_cohort_id("cr", COHORT),
-                        "run_id": "run_a", "stage": "TARGET_RANKING", "view": "CROSS_SECTIONAL",
+                        "run_id": "run_a", "run_started_at": tracker.run_started_at.isoformat(),
+                        "stage": "TARGET_RANKING", "view": "CROSS_SECTIONAL",
                         "target": TARGET, "symbol": None}
     assert read_json(folder / "metrics.json") == {**METRICS, "r2": "nan"}
     assert read_json(folder / "audit_report.json") == audit
