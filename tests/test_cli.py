@@ -454,3 +454,14 @@ def test_progress_on_a_terminal_is_clicks_bar_with_the_count(tmp_path: Path) -> 
     assert process.wait(timeout=120) == 0
     last = seen.decode(errors="replace").split("\r")[-2]
     assert re.search(r"demo\s+\[#+\]\s+(\d+)/\1", last), last
+
+
+@pytest.mark.parametrize("command", ["drift", "trend"])
+def test_tables_show_the_main_columns_and_wide_shows_every_one(runner: CliRunner, tree: Path, command: str) -> None:
+    from metricsduck.cli import DRIFT_TABLE_COLUMNS, TREND_TABLE_COLUMNS
+
+    narrow = {"drift": DRIFT_TABLE_COLUMNS, "trend": TREND_TABLE_COLUMNS}[command]
+    every = run(runner, command, tree, "--format", "csv").stdout.splitlines()[0].split(",")
+    assert set(narrow) < set(every)  # json and csv always carry every column
+    assert run(runner, command, tree).stdout.split("\n")[0].split() == list(narrow)
+    assert run(runner, command, tree, "--wide").stdout.split("\n")[0].split() == every
