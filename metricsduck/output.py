@@ -114,7 +114,7 @@ def emit_relation(relation: duckdb.DuckDBPyRelation, fmt: str | None, output: st
 def progress_reporter(label: str) -> Callable[[int, int], None]:
     """A `(done, total)` callback on stderr: click's progress bar (count, elapsed and ETA) on
     a terminal; elsewhere (a log, a pipe) at most a line at the start, half way and the end,
-    with the elapsed time and the time left."""
+    with the elapsed time and (once it can be told from the pace) the time left."""
     import time
 
     import click
@@ -137,11 +137,14 @@ def progress_reporter(label: str) -> Callable[[int, int], None]:
                 bar.__exit__(None, None, None)
                 state["bar"] = None
             return
+        now = time.monotonic()
+        # the time left follows the pace since the first step, which also carries the start-up
+        first_done, first_at = state.setdefault("first", (done, now))
         decile = 10 * done // total
         if decile != state["last"] and (decile % 5 == 0 or done >= total):
             state["last"] = decile
-            elapsed = time.monotonic() - started
-            left = f", about {elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
-            sys.stderr.write(f"metricsduck: {label}: {done}/{total}, {elapsed:.0f} s elapsed{left}\n")
+            pace = (now - first_at) / (done - first_done) if done > first_done else None
+            left = f", about {pace * (total - done):.0f} s left" if pace is not None and done < total else ""
+            sys.stderr.write(f"metricsduck: {label}: {done}/{total}, {now - started:.0f} s elapsed{left}\n")
 
     return report
