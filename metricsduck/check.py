@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import bind_snapshot, catalog_path, catalog_states, discover, persisted_fingerprints
+from .catalog import CURRENT, bind_snapshot, catalog_path, catalog_states, discover, persisted_fingerprints
 from .config import Config, load_config, resolve_config
 from .errors import ConfigError, StorageError
 from .layout import CACHE_DIR, CONFIG_FILE, baseline_key, sidecar_name
@@ -143,7 +143,7 @@ class _Checker:
             return
         if persisted is None:
             return
-        stale = [d.name for d, state in catalog_states(discover(sql_dir), persisted) if state != "current"]
+        stale = [d.name for d, state in catalog_states(discover(sql_dir), persisted) if state != CURRENT]
         gone = sorted(set(persisted) - {d.name for d in discover(sql_dir)})
         if stale or gone:
             names = ", ".join(stale + gone)

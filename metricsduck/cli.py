@@ -188,20 +188,24 @@ def init(root: str, config_path: str | None, fmt: str | None, output: str | None
     works from any directory, with the DuckDB CLI of PyPI (`pip install duckdb-cli`) too.
     Its views read the compacted cache: they show the tree as the last refresh left it,
     so run `metricsduck refresh ROOT` after each run. The catalog is derived: init
-    rebuilds it whenever the SQL changed. Prints each SQL definition with its fingerprint
-    and its state before.
+    rebuilds it whenever the SQL changed. Prints how many SQL definitions were current,
+    out of date or not persisted before (`status` lists each with its fingerprint).
 
     Example: metricsduck init RESULTS --config safety.yaml
     """
-    from .catalog import catalog_states, discover, persisted_fingerprints
+    from .catalog import CATALOG_STATES, catalog_states, discover, persisted_fingerprints
     from .output import emit, progress_reporter
     from .store import init as init_catalog
 
     before = catalog_states(discover(), persisted_fingerprints(Path(root)))
     path = init_catalog(Path(root), _config(root, config_path), progress=progress_reporter)
     click.echo(f"metricsduck: catalog written to {path}", err=True)
-    emit(["definition", "fingerprint", "before"], [(d.label, d.fingerprint[:12], state) for d, state in before],
-         fmt, output)
+    names: dict[str, list[str]] = {}
+    for definition, state in before:
+        names.setdefault(state, []).append(definition.name)
+    emit(["before", "definitions", "names"],
+         [(state, len(listed), ", ".join(listed[:4]) + (" …" if len(listed) > 4 else ""))
+          for state, listed in sorted(names.items(), key=lambda item: CATALOG_STATES.index(item[0]))], fmt, output)
 
 
 @main.command()

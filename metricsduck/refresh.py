@@ -63,8 +63,8 @@ class RefreshSummary:
             ("files written", str(self.written)),
             ("files unchanged", str(self.unchanged)),
             ("files failed", str(len(self.failed))),
-            ("ALERT metrics", str(self.alerts["metric"])),
-            ("ALERT distributions", str(self.alerts["distribution"])),
+            ("ALERT metrics in those runs", str(self.alerts["metric"])),
+            ("ALERT distributions in those runs", str(self.alerts["distribution"])),
         ]
 
     def write(self, path: Path, data: bytes) -> None:

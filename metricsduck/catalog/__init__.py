@@ -171,12 +171,15 @@ def persisted_fingerprints(root: Path) -> dict[str, str] | None:
         con.close()
 
 
+OUT_OF_DATE, NOT_PERSISTED, CURRENT = CATALOG_STATES = ("out of date", "not persisted", "current")  # worst first
+
+
 def catalog_states(catalog: Catalog, persisted: dict[str, str] | None) -> list[tuple[Definition, str]]:
     """Each definition with its state in the persisted catalog: `current` (same
     fingerprint), `out of date` (`metricsduck init` rebuilds it) or `not persisted`."""
     if persisted is None:
-        return [(d, "not persisted") for d in catalog]
-    return [(d, "current" if persisted.get(d.name) == d.fingerprint else "out of date") for d in catalog]
+        return [(d, NOT_PERSISTED) for d in catalog]
+    return [(d, CURRENT if persisted.get(d.name) == d.fingerprint else OUT_OF_DATE) for d in catalog]
 
 
 # The storage version the persisted catalog is written in: the newest the newest DuckDB CLI
