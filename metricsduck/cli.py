@@ -84,12 +84,19 @@ class Group(click.Group):
                  ExitCode.INTERNAL)
 
 
+def output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The `-o` callback: a file in a folder that exists (else exit 6, before any work)."""
+    from .output import check_output
+
+    return check_output(value)
+
+
 def output_options(func: Callable) -> Callable:
     """The shared `--format` / `-o` options of every command that prints rows."""
-    from .output import FORMATS, check_output
+    from .output import FORMATS
 
     func = click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-                        callback=lambda ctx, param, value: check_output(value),
+                        callback=output_path,
                         help="Write the rows to FILE (in an existing folder) instead of stdout.")(func)
     return click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False),
                         help="Output format. Default: the one -o's extension names (.json, .csv), "
@@ -445,7 +452,9 @@ def rollup(store: Store, fmt: str | None, output: str | None, **filters: Any) ->
 @click.option("--top", default=20, show_default=True, type=click.IntRange(1, 1000),
               help="How many of the worst drifted items to show, with their charts.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-              default="drift_report.html", show_default=True, help="Write the HTML page to FILE.")
+              default="drift_report.html", show_default=True,
+              callback=output_path,
+              help="Write the HTML page to FILE (in an existing folder).")
 @with_store
 def report(store: Store, run: str, top: int, output: str) -> None:
     """Write one self-contained HTML drift report of a run (no scripts, nothing fetched).
@@ -478,15 +487,11 @@ def mark(root: str, run_id: str, good: bool, reason: str | None, config_path: st
 
     Example: metricsduck mark RESULTS demo_run_04 --bad --reason "vendor data outage"
     """
-    from .errors import InputError
     from .marks import write_mark
     from .output import emit
 
     with _store(root, config_path) as store:
-        known = {r[0] for r in store.con.sql("SELECT run_id FROM runs").fetchall()}
-    if run_id not in known:
-        raise InputError(f"run {run_id!r} is not in {root}; `metricsduck sql {root} "
-                         "\"select * from runs\"` lists the runs")
+        run_id = store.run_id(run_id)  # a run id, `latest` or a run folder; else did-you-mean
     path = write_mark(Path(root), run_id, good, reason)
     emit(["run_id", "good", "reason", "file"], [(run_id, good, reason, str(path))], fmt, output)
     from .refresh import stale_runs

@@ -359,6 +359,17 @@ class Store:
             return str(folders[0][0])
         raise unknown_value("run", run, ["latest", *known], str(self.root))
 
+    def run_id(self, run: str) -> str:
+        """The run id `run` names: itself, the newest for 'latest', or the run of a run
+        folder's sidecars; else an InputError naming the closest run ids."""
+        resolved = self._run(run)
+        if resolved == "latest":
+            newest = self.con.sql("SELECT run_id FROM runs ORDER BY ordinal DESC LIMIT 1").fetchall()
+            if not newest:
+                raise InputError(f"run latest: {self.root} holds no runs yet")
+            return str(newest[0][0])
+        return str(resolved)
+
     def _check_values(self, equals: dict[str, Any]) -> None:
         """Each filter value the tree holds, or an InputError with the closest known ones."""
         for column, value in equals.items():

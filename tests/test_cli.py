@@ -280,7 +280,7 @@ def test_mark_of_an_unknown_run_exits_4_and_writes_nothing(tree: Path) -> None:
     before = files_under(tree)
     result = CliRunner().invoke(main, ["mark", str(tree), "run_9", "--bad"])
     assert result.exit_code == 4
-    assert "run 'run_9' is not in" in result.stderr
+    assert "run run_9: no such run in" in result.stderr and "did you mean run_3" in result.stderr
     assert files_under(tree) == before
 
 
@@ -487,3 +487,14 @@ def test_tables_show_the_main_columns_and_wide_shows_every_one(runner: CliRunner
     assert set(narrow) < set(every)  # json and csv always carry every column
     assert run(runner, command, tree).stdout.split("\n")[0].split() == list(narrow)
     assert run(runner, command, tree, "--wide").stdout.split("\n")[0].split() == every
+
+
+def test_mark_takes_latest_and_a_run_folder_like_the_filters(runner: CliRunner, tree: Path) -> None:
+    assert run(runner, "mark", tree, "LATEST", "--bad", "--format", "csv").stdout.splitlines()[1].startswith("run_3,")
+    assert run(runner, "mark", tree, "run_2", "--good", "--format", "csv").stdout.splitlines()[1].startswith("run_2,")
+
+
+def test_report_into_a_missing_folder_is_exit_6_before_any_work(tree: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", str(tree), "-o", str(tmp_path / "nowhere" / "r.html")])
+    assert result.exit_code == 6, result.output
+    assert "nowhere" in result.stderr and not (tmp_path / "nowhere").exists()
