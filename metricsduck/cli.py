@@ -356,8 +356,8 @@ def filter_options(func: Callable) -> Callable:
     return click.option("--run", help="A run id, or 'latest'.")(func)
 
 
-# Columns of the table format; json and csv carry every column of the view.
-# The columns a table shows without --wide: which cohort, against what, how bad, how far.
+# The columns a table shows without --wide (json and csv carry every column of the view):
+# which cohort, against what, how bad, how far.
 DRIFT_TABLE_COLUMNS = (
     "run_id", "view", "target", "symbol", "baseline_kind", "item", "tier", "status",
     "current_value", "baseline_value", "rel_delta", "psi", "ks_d",

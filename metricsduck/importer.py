@@ -19,11 +19,10 @@ from typing import Any
 
 from .config import Config, load_config
 from .errors import InputError, MetricsDuckError
-from .layout import REPRO_DIR, cohort_id_from_dir, sidecar_name
+from .layout import AUDIT_FILE, METADATA_FILE, METRICS_FILE, REPRO_DIR, cohort_id_from_dir, sidecar_name
 from .vocab import FINGERPRINT_FIELDS
 from .writer import utc_timestamp, write_cohort_metrics
 
-METRICS_FILE, METADATA_FILE, AUDIT_FILE = "metrics.json", "metadata.json", "audit_report.json"
 # Run ids the pipeline derives from its start time: `2025-12-14_12-00-00`, and the
 # tracker's default `2026-01-05_09-00-00_000000` (read as UTC).
 RUN_ID_TIMES = ("%Y-%m-%d_%H-%M-%S_%f", "%Y-%m-%d_%H-%M-%S")

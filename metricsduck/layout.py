@@ -20,6 +20,8 @@ REPRO_DIR = "REPRODUCIBILITY"
 CACHE_DIR = ".metricsduck"
 CATALOG_FILE = "catalog.duckdb"
 CONFIG_FILE = "config.yaml"
+# The pipeline's own files of a cohort folder (written by the tracker, read by `import`).
+METRICS_FILE, METADATA_FILE, AUDIT_FILE = "metrics.json", "metadata.json", "audit_report.json"
 
 CROSS_SECTIONAL = "CROSS_SECTIONAL"
 SYMBOL_SPECIFIC = "SYMBOL_SPECIFIC"

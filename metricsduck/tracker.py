@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, load_config
 from .errors import InputError
 from .files import json_bytes, write_atomic
-from .layout import REPRO_DIR, check_name, cohort_dir, derive_cohort_id
+from .layout import AUDIT_FILE, METADATA_FILE, METRICS_FILE, REPRO_DIR, check_name, cohort_dir, derive_cohort_id
 from .vocab import FINGERPRINT_FIELDS
 from .writer import encode_metric, utc_timestamp, write_cohort_metrics
 
@@ -95,13 +95,13 @@ class ReproducibilityTracker:
             encode_metric(key, value)
         audit_valid = None if audit_report is None else audit_report.get("is_valid")
         pipeline_files = {
-            "metadata.json": {**metadata, "cohort_id": cohort_id, "run_id": self.run_id,
+            METADATA_FILE: {**metadata, "cohort_id": cohort_id, "run_id": self.run_id,
                               "run_started_at": self.run_started_at.isoformat(),
                               "stage": stage, "view": view, "target": target, "symbol": symbol},
-            "metrics.json": dict(metrics),
+            METRICS_FILE: dict(metrics),
         }
         if audit_report is not None:
-            pipeline_files["audit_report.json"] = dict(audit_report)
+            pipeline_files[AUDIT_FILE] = dict(audit_report)
         rendered = {name: json_bytes(_json_safe(doc)) for name, doc in pipeline_files.items()}
         # Sidecars first: they validate every remaining input and write atomically.
         write_cohort_metrics(
