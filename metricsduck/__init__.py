@@ -2,7 +2,7 @@
 
 # The one version source: pyproject.toml reads it (statically, without importing the
 # package) and `metricsduck --version` prints it. First, so that it is set before any import.
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 from .check import Problem, check
 from .config import Config, load_config

@@ -22,6 +22,8 @@ from .errors import ConfigError, InputError
 from .layout import CACHE_DIR, CONFIG_FILE, check_name
 
 SECTION_NAMES = ("telemetry", "metrics")
+# drift's mappings of metric name to a rule: a user file adds to them metric by metric
+PER_METRIC = ("overrides", "direction")
 DEFAULT_CONFIG_TEXT = "safety.yaml"
 
 
@@ -97,6 +99,24 @@ def _overrides(key: str, value: Any) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def _directions(key: str, value: Any) -> dict[str, str]:
+    """`<metric>: higher_is_better | lower_is_better | both`."""
+    from .vocab import GOOD_DIRECTIONS
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping of metric name to one of {', '.join(GOOD_DIRECTIONS)}, "
+                          f"got {value!r}")
+    out = {}
+    for metric, direction in value.items():
+        where = f"{key}.{_metric_name(key, metric)}"
+        if direction not in GOOD_DIRECTIONS:
+            raise ConfigError(f"{where} must be one of {', '.join(GOOD_DIRECTIONS)}, got {direction!r}")
+        out[metric] = direction
+    return out
+
+
 def _prefix(key: str, value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,39}", value):
         raise ConfigError(
@@ -118,7 +138,11 @@ SPEC: dict[str, Any] = {
         "psi_warn": _number(),
         "ks_threshold": _number(0, 1),
         "ks_warn": _number(0, 1),
-        "ks_alpha": _number(0, 1, open_low=True, open_high=True),
+        "ks_alpha": _number(0, 1, open_low=True),  # 1: any p < 1 is evidence enough
+        "psi_alpha": _number(0, 1, open_low=True),
+        "min_samples": _int(1),
+        # ks_exact_p_of counts lattice paths in doubles: finite up to n * m = 250,000
+        "ks_exact_max": _int(0, 250_000),
         "psi_bins": _int(2, 1000),
         "psi_epsilon": _number(0, 1, open_low=True, open_high=True),
         "tiers": {
@@ -129,6 +153,7 @@ SPEC: dict[str, Any] = {
         },
         "critical_metrics": _metric_list,
         "overrides": _overrides,
+        "direction": _directions,
     },
     "trend": {
         "window": _int(2, 10000),
@@ -159,9 +184,9 @@ def _validate(raw: Any, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "overrides":
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in PER_METRIC:
             merged[key] = _merge(merged[key], value)
-        elif key == "overrides":
+        elif key in PER_METRIC:
             merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = copy.deepcopy(value)
@@ -216,24 +241,26 @@ class Config:
         return sorted((key, None, value) if isinstance(value, str) else (key, float(value), None)
                       for key, value in scalar_settings(self.values))
 
-    def metric_rows(self) -> list[tuple[str, bool, float | None, float | None, float | None, float | None]]:
-        """Per-metric rules as `(metric, critical, rel_warn, rel_alert, abs_warn, abs_alert)`."""
+    def metric_rows(self) -> list[tuple[str, bool, float | None, float | None, float | None, float | None,
+                                        str | None]]:
+        """Per-metric rules as `(metric, critical, rel_warn, rel_alert, abs_warn, abs_alert,
+        good_direction)`."""
         drift = self.values["drift"]
         critical = set(drift["critical_metrics"])
-        overrides = drift["overrides"]
+        overrides, directions = drift["overrides"], drift["direction"]
         rows = []
-        for metric in sorted(critical | set(overrides)):
+        for metric in sorted(critical | set(overrides) | set(directions)):
             tiers = overrides.get(metric, {})
             rel = tiers.get("relative", [None, None])
             ab = tiers.get("absolute", [None, None])
-            rows.append((metric, metric in critical, rel[0], rel[1], ab[0], ab[1]))
+            rows.append((metric, metric in critical, rel[0], rel[1], ab[0], ab[1], directions.get(metric)))
         return rows
 
 
 def _flatten(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in node.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and key != "overrides":
+        if isinstance(value, dict) and key not in PER_METRIC:
             yield from _flatten(value, f"{path}.")
         else:
             yield path, value
@@ -241,10 +268,11 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 def scalar_settings(values: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """`(key, value)` of every scalar setting, `[warn, alert]` pairs as `<key>.warn` and
-    `<key>.alert`; the per-metric rules (critical metrics, overrides) are not scalars."""
+    `<key>.alert`; the per-metric rules (critical metrics, overrides, directions) are not
+    scalars."""
     out: list[tuple[str, Any]] = []
     for key, value in _flatten(values):
-        if key.startswith(("drift.critical_metrics", "drift.overrides")):
+        if key in ("drift.critical_metrics", *(f"drift.{k}" for k in PER_METRIC)):
             continue
         if isinstance(value, list):
             out += [(f"{key}.warn", value[0]), (f"{key}.alert", value[1])]

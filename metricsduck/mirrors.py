@@ -27,12 +27,12 @@ from .vocab import (
 
 _IDENTITY = ("stage", "view", "target", "symbol", "baseline_key", "run_id", "run_started_at", "cohort_id")
 _METRIC_FIELDS = (
-    "kind", "status", "tier", "is_critical", "current_value", "baseline_value", "baseline_std",
-    "delta", "rel_delta", "rel_delta_status", "z", "current_text", "baseline_text",
+    "kind", "status", "tier", "is_critical", "good_direction", "current_value", "baseline_value",
+    "baseline_std", "delta", "rel_delta", "rel_delta_status", "z", "current_text", "baseline_text",
 )
 _DISTRIBUTION_FIELDS = (
-    "status", "tier", "n", "m", "psi", "psi_critical", "psi_significant", "ks_d", "ks_p",
-    "psi_tier", "ks_tier",
+    "status", "tier", "n", "m", "psi", "psi_critical", "psi_significant", "chi2", "chi2_p", "ks_d",
+    "ks_p", "ks_method", "psi_tier", "ks_tier",
 )
 
 
@@ -108,7 +108,7 @@ def drift_mirror(rows: list[Mapping[str, Any]], fingerprints: Mapping[str, Any])
 
 _TREND_FIELDS = (
     "n_runs", "slope", "slope_per_day", "intercept", "r2", "theil_sen_slope", "first_value",
-    "last_value", "mean", "direction",
+    "last_value", "mean", "direction", "good_direction", "assessment",
 )
 
 

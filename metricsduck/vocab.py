@@ -11,6 +11,10 @@ from __future__ import annotations
 TIERS = ("OK", "WARN", "ALERT")  # in rank order: tier_rank is the index
 BASELINE_KINDS = ("previous_run", "rolling", "last_good_run")
 DIRECTIONS = ("increasing", "decreasing", "flat")
+# A metric's good direction (drift.direction.<metric>): a change that way is IMPROVED, not
+# an alert, and a trend that way is improving, the other way degrading.
+GOOD_DIRECTIONS = ("higher_is_better", "lower_is_better", "both")
+ASSESSMENTS = ("improving", "degrading")
 LEVELS = ("stage", "view", "target", "symbol")  # rollup levels, top down
 ITEM_KINDS = ("metric", "distribution")  # what a drift row compares
 # The measures of `rollup_view`, in the order its definition computes them.
@@ -25,8 +29,8 @@ SCHEMA_METADATA_KEY = b"metricsduck.schema"
 METRICS_SCHEMA_ID = "metricsduck/metrics/v1"
 SAMPLES_SCHEMA_ID = "metricsduck/samples/v1"
 MARKS_SCHEMA_ID = "metricsduck/mark/v1"
-DRIFT_SCHEMA_ID = "metricsduck/drift/v1"
-TREND_SCHEMA_ID = "metricsduck/trend/v1"
+DRIFT_SCHEMA_ID = "metricsduck/drift/v2"  # v2: evidence columns; LOW_N, INCONCLUSIVE, IMPROVED
+TREND_SCHEMA_ID = "metricsduck/trend/v2"  # v2: good_direction, assessment
 ROLLUP_VIEW_SCHEMA_ID = "metricsduck/rollup_view/v1"
 ROLLUP_STAGE_SCHEMA_ID = "metricsduck/rollup_stage/v1"
 MANIFEST_SCHEMA_ID = "metricsduck/cache-manifest/v1"

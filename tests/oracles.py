@@ -60,16 +60,55 @@ def chi2_95_wilson_hilferty(df: int) -> float:
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
-def tier_psi(psi: float, cfg: dict) -> str:
-    return "ALERT" if psi >= cfg["psi_threshold"] else "WARN" if psi >= cfg["psi_warn"] else "OK"
+def ks_p_exact(d: float, n: int, m: int) -> float:
+    """scipy's exact two-sided KS p-value of D = d for sizes n and m (ks_2samp(method="exact")
+    on samples without ties with that D: scipy's exact p depends on n, m and D only)."""
+    from scipy.stats._stats_py import _attempt_exact_2kssamp
+
+    ok, _, p = _attempt_exact_2kssamp(n, m, math.gcd(n, m), d, "two-sided")
+    assert ok, (n, m, d)
+    return float(p)
 
 
-def tier_ks(d: float, p: float, cfg: dict) -> str:
-    if p < cfg["ks_alpha"] and d >= cfg["ks_threshold"]:
-        return "ALERT"
-    if p < cfg["ks_alpha"] and d >= cfg["ks_warn"]:
-        return "WARN"
-    return "OK"
+def ks_p_any(d: float, n: int, m: int, exact_max: int) -> tuple[float, str]:
+    """The KS p-value docs/design.md §5.3 gives and its method: exact while n*m <= exact_max."""
+    if n * m <= exact_max:
+        return ks_p_exact(d, n, m), "exact"
+    return ks_p_oracle(d, n, m), "asymptotic"
+
+
+def chi2_bins(cur_counts, base_counts) -> tuple[float, float]:
+    """Pearson's chi-square of homogeneity and its p over the bins holding a value, as
+    scipy.stats.chi2_contingency(correction=False) on the 2 x K table ((0, 1) for K < 2)."""
+    table = np.vstack([np.asarray(cur_counts), np.asarray(base_counts)])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 0.0, 1.0
+    result = scipy.stats.chi2_contingency(table, correction=False)
+    return float(result.statistic), float(result.pvalue)
+
+
+def effect_tier(value: float, warn: float, alert: float) -> str:
+    return "ALERT" if value >= alert else "WARN" if value >= warn else "OK"
+
+
+def decide(psi: float, chi2_p: float, d: float, ks_p: float, n: int, m: int, cfg: dict) -> dict:
+    """psi_tier, ks_tier, tier and status of a distribution comparison (docs/design.md §5.4):
+    an effect tiers only with its evidence; LOW_N below min_samples; INCONCLUSIVE when an
+    effect reaches WARN without its evidence."""
+    low_n = min(n, m) < cfg["min_samples"]
+    psi_effect = effect_tier(psi, cfg["psi_warn"], cfg["psi_threshold"])
+    ks_effect = effect_tier(d, cfg["ks_warn"], cfg["ks_threshold"])
+    psi_tier = psi_effect if chi2_p < cfg["psi_alpha"] and not low_n else "OK"
+    ks_tier = ks_effect if ks_p < cfg["ks_alpha"] and not low_n else "OK"
+    tier = worse(psi_tier, ks_tier)
+    if low_n:
+        status = "LOW_N"
+    elif tier == "OK" and worse(psi_effect, ks_effect) != "OK":
+        status = "INCONCLUSIVE"
+    else:
+        status = "COMPARED"
+    return {"psi_tier": psi_tier, "ks_tier": ks_tier, "tier": tier, "status": status}
 
 
 def worse(a: str, b: str) -> str:

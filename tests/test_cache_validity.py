@@ -79,8 +79,8 @@ def test_a_trend_or_rollup_change_keeps_every_cached_drift_row(tree, sql_dir, ch
     if change == "trend.window":
         window = 2
     elif change == "trends_of":  # a different flatness rule: every direction is 'flat'
-        edit(sql_dir / "macros" / "trends_of.sql", "        ELSE 'flat'\n    END AS direction",
-             "        ELSE 'flat'\n    END AS direction_old, 'flat' AS direction")
+        edit(sql_dir / "macros" / "trends_of.sql", "        END AS direction\n    FROM fits",
+             "        END AS direction_old, 'flat' AS direction\n    FROM fits")
     else:
         edit(sql_dir / "macros" / "rollup_stage_of.sql", "c.run_id, r.run_started_at",
              "c.run_id, r.run_started_at + INTERVAL 0 DAY AS run_started_at")

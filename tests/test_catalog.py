@@ -77,7 +77,8 @@ def test_definitions_are_ordered_after_what_they_read(sql_dir):
 def test_the_settings_a_definition_reads_are_found_in_its_text(sql_dir):
     catalog = discover(sql_dir)
 
-    assert catalog["trends_of"].settings == (
+    assert catalog["trends_of"].settings == (  # settings_metrics: the metrics' good directions
+        "drift.critical_metrics", "drift.direction", "drift.overrides",
         "trend.min_r2", "trend.min_rel_change", "trend.min_runs", "trend.window")
     assert "drift.critical_metrics" in catalog["drift_scalar_of"].settings  # reads settings_metrics
     assert "drift.psi_bins" in catalog.reads("drift_computed")

@@ -280,7 +280,7 @@ def test_a_mirror_without_its_parquet_is_named(tree: Path) -> None:
 def test_schema_ids_are_checked_in_json_and_parquet(tree: Path) -> None:
     mirror = tree / cohort(2) / "telemetry_drift.json"
     text = mirror.read_text("utf-8")
-    mirror.write_text(text.replace("metricsduck/drift/v1", "metricsduck/drift/v2"), "utf-8")
+    mirror.write_text(text.replace("metricsduck/drift/v2", "metricsduck/drift/v9"), "utf-8")
     parquet = tree / cohort(RUNS, "t_s") / "telemetry_trend.parquet"
     pq.write_table(pq.read_table(parquet).replace_schema_metadata(None), parquet)
     assert found(tree) == [(rel(cohort(2), "telemetry_drift.json"), "schema_mismatch"),

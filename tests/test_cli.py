@@ -106,7 +106,7 @@ def test_a_command_in_its_own_process_does_not_import_pandas_yet_pyarrow_still_c
 def test_version(runner: CliRunner) -> None:
     result = run(runner, "--version")
     assert result.exit_code == 0
-    assert re.fullmatch(r"metricsduck, version \d+\.\d+\.\d+\n", result.output)
+    assert re.fullmatch(r"metricsduck, version \d+\.\d+\.\d+(\.dev\d+)?\n", result.output)
 
 
 @pytest.mark.parametrize("command", [

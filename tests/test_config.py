@@ -33,14 +33,17 @@ def test_defaults_are_the_documented_values():
     }
     drift = config.get("drift")
     assert (drift["psi_threshold"], drift["psi_warn"], drift["ks_threshold"], drift["ks_warn"],
-            drift["ks_alpha"], drift["psi_bins"], drift["psi_epsilon"]) == (
-        0.2, 0.1, 0.1, 0.05, 0.05, 10, 1e-4)
+            drift["ks_alpha"], drift["psi_alpha"], drift["min_samples"], drift["ks_exact_max"],
+            drift["psi_bins"], drift["psi_epsilon"]) == (
+        0.2, 0.1, 0.1, 0.05, 0.025, 0.025, 20, 10_000, 10, 1e-4)
     assert drift["tiers"] == {
         "relative": [0.05, 0.20], "absolute": [0.01, 0.10],
         "critical_relative": [0.01, 0.03], "critical_absolute": [0.001, 0.01],
     }
     assert sorted(drift["critical_metrics"]) == sorted(PIPELINE_CRITICAL_METRICS)
     assert drift["overrides"] == {}
+    assert drift["direction"]["mean_score"] == "higher_is_better"
+    assert drift["direction"]["brier"] == "lower_is_better"
     assert config.get("trend") == {"window": 20, "min_runs": 5, "min_r2": 0.5, "min_rel_change": 0.05}
     assert config.get("samples.max_per_distribution") == 5000
 
@@ -276,18 +279,39 @@ def test_metric_rows_flag_critical_metrics_and_carry_overrides(make_config):
               absolute: [0.5, 1]
     """))
 
-    assert config.metric_rows() == [
-        ("fold_count", True, None, None, 0.5, 1.0),
-        ("leakage_flag", True, None, None, None, None),
-        ("mean_score", False, 0.1, 0.3, None, None),
-    ]
+    rows = {row[0]: row for row in config.metric_rows()}
+    assert rows["fold_count"] == ("fold_count", True, None, None, 0.5, 1.0, None)
+    assert rows["leakage_flag"] == ("leakage_flag", True, None, None, None, None, None)
+    assert rows["mean_score"] == ("mean_score", False, 0.1, 0.3, None, None, "higher_is_better")
+    assert list(rows) == sorted(rows)
 
 
-def test_default_metric_rows_are_the_critical_metrics():
-    rows = load_config().metric_rows()
+def test_default_metric_rows_are_the_critical_metrics_and_the_good_directions():
+    config = load_config()
+    rows = config.metric_rows()
 
-    assert [row[0] for row in rows] == sorted(PIPELINE_CRITICAL_METRICS)
-    assert all(row[1:] == (True, None, None, None, None) for row in rows)
+    assert [row[0] for row in rows] == sorted(set(PIPELINE_CRITICAL_METRICS) | set(config.get("drift.direction")))
+    assert all(row[1:6] == (True, None, None, None, None) for row in rows if row[0] in PIPELINE_CRITICAL_METRICS)
+    assert all(row[6] == config.get("drift.direction").get(row[0]) for row in rows)
+
+
+def test_a_user_file_adds_good_directions_metric_by_metric_and_names_a_bad_one(make_config):
+    config = make_config(yaml_under_telemetry("""
+        drift:
+          direction:
+            brier: both
+            drawdown: lower_is_better
+    """))
+    directions = config.get("drift.direction")
+    assert (directions["brier"], directions["drawdown"], directions["mean_score"]) == (
+        "both", "lower_is_better", "higher_is_better")
+    with pytest.raises(ConfigError, match=r"drift\.direction\.drawdown must be one of higher_is_better, "
+                                          r"lower_is_better, both, got 'lower'"):
+        make_config(yaml_under_telemetry("""
+            drift:
+              direction:
+                drawdown: lower
+        """))
 
 
 def test_user_overrides_add_to_each_other_across_metrics(make_config):

@@ -209,7 +209,7 @@ def test_another_seed_gives_other_values(tree, short_tree):
 
 def test_injections_of_a_five_run_tree(tree):
     _, injections = tree
-    assert [i.kind for i in injections] == ["bad_run", "fingerprint", "collapse", "shift", "trend"]
+    assert [i.kind for i in injections] == ["bad_run", "fingerprint", "collapse", "improvement", "shift", "trend"]
     assert describe(injections) == [i.description for i in injections]
     assert all(isinstance(line, str) and "\n" not in line and line for line in describe(injections))
     collapse, shift, trend = (injection(injections, k) for k in ("collapse", "shift", "trend"))
@@ -219,7 +219,10 @@ def test_injections_of_a_five_run_tree(tree):
         run_id(RUNS), "SYMBOL_SPECIFIC", "y_will_swing_high_60m_0.05", "TSLA")
     assert (trend.run_id, trend.view, trend.target, trend.items) == (
         None, "CROSS_SECTIONAL", "y_will_peak_30m_0.03", ("composite_score",))
-    assert len({collapse.target, shift.target, trend.target}) == 3
+    improvement = injection(injections, "improvement")
+    assert (improvement.run_id, improvement.view, improvement.target, improvement.items) == (
+        run_id(RUNS), "CROSS_SECTIONAL", "y_will_valley_120m_0.08", ("mean_score", "composite_score"))
+    assert len({collapse.target, improvement.target, shift.target, trend.target}) == 4
     assert injection(injections, "bad_run").run_id == run_id(4)
     assert injection(injections, "bad_run").items == ()
     assert injection(injections, "fingerprint").run_id == run_id(5)
@@ -228,7 +231,7 @@ def test_injections_of_a_five_run_tree(tree):
 
 def test_a_tree_too_short_for_a_bad_run_has_none(short_tree):
     root, injections = short_tree
-    assert [i.kind for i in injections] == ["collapse", "shift", "trend"]
+    assert [i.kind for i in injections] == ["collapse", "improvement", "shift", "trend"]
     assert injection(injections, "collapse").run_id == run_id(2)
     # Two runs are below trend.min_runs (5 by default): the description says so.
     assert "needs 5 runs" in injection(injections, "trend").description

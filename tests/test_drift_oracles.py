@@ -25,20 +25,33 @@ from hypothesis import strategies as st
 
 import metricsduck
 from metricsduck import load_config, write_cohort_metrics
-from oracles import chi2_95_wilson_hilferty, ks_p_oracle, ks_statistic, psi_oracle, tier_ks, tier_psi, worse
+from oracles import (
+    chi2_95_wilson_hilferty,
+    chi2_bins,
+    decide,
+    effect_tier,
+    ks_p_any,
+    ks_p_oracle,
+    ks_statistic,
+    psi_oracle,
+)
 
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=timezone.utc)
 STAGE, VIEW = "TRAINING", "CROSS_SECTIONAL"
 KINDS = ("previous_run", "rolling", "last_good_run")
+# the statuses of a comparison with values on both sides: it has every number
+MEASURED = ("COMPARED", "LOW_N", "INCONCLUSIVE")
 
 # docs/design.md §5 defaults (the packaged config must agree; a custom YAML overrides them below).
 DEFAULTS = {
     "psi_bins": 10, "psi_epsilon": 1e-4, "psi_warn": 0.1, "psi_threshold": 0.2,
-    "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.05, "rolling_window_k": 10,
+    "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.025, "psi_alpha": 0.025, "min_samples": 20,
+    "ks_exact_max": 10_000, "rolling_window_k": 10,
 }
 CUSTOM = {
     "psi_bins": 3, "psi_epsilon": 1e-3, "psi_warn": 0.02, "psi_threshold": 0.05,
-    "ks_warn": 0.08, "ks_threshold": 0.25, "ks_alpha": 0.3, "rolling_window_k": 2,
+    "ks_warn": 0.08, "ks_threshold": 0.25, "ks_alpha": 0.3, "psi_alpha": 0.2, "min_samples": 3,
+    "ks_exact_max": 500, "rolling_window_k": 2,
 }
 CUSTOM_YAML = """
 safety:
@@ -53,6 +66,9 @@ safety:
       ks_warn: 0.08
       ks_threshold: 0.25
       ks_alpha: 0.3
+      psi_alpha: 0.2
+      min_samples: 3
+      ks_exact_max: 500
 """
 
 
@@ -95,11 +111,12 @@ def expected_rows(tree: dict, cfg: dict) -> dict:
                     else:
                         psi = psi_oracle(cur, base, cfg["psi_bins"], cfg["psi_epsilon"])
                         d = ks_statistic(cur, base)
-                        p = ks_p_oracle(d, cur.size, base.size)
+                        p, method = ks_p_any(d, cur.size, base.size, cfg["ks_exact_max"])
                         critical = chi2_95_wilson_hilferty(psi["bins"] - 1) * (1 / cur.size + 1 / base.size)
-                        row.update(status="COMPARED", psi=psi, ks_d=d, ks_p=p, psi_critical=critical,
-                                   psi_tier=tier_psi(psi["psi"], cfg), ks_tier=tier_ks(d, p, cfg))
-                        row["tier"] = worse(row["psi_tier"], row["ks_tier"])
+                        chi2, chi2_p = chi2_bins(psi["cur_counts"], psi["base_counts"])
+                        row.update(psi=psi, ks_d=d, ks_p=p, ks_method=method, psi_critical=critical,
+                                   chi2=chi2, chi2_p=chi2_p,
+                                   **decide(psi["psi"], chi2_p, d, p, cur.size, base.size, cfg))
                     out[(key, run["run_id"], kind, dist)] = row
     return out
 
@@ -187,10 +204,10 @@ PINNED = {
     "pin_ks_half": (np.array([3.0, 4, 5, 6, 7, 8]), np.array([1.0, 2, 3, 4, 5])),
     "pin_ks_quarter": (np.array([1.0, 2, 2, 3]), np.array([1.0, 1, 2, 2])),
     # KS tier boundaries: D exactly at ks_threshold (50 of 500 values shifted out: D = 0.1,
-    # p ~ 0.01 < alpha) is ALERT; exactly at ks_warn (75 of 1500: D = 0.05, p ~ 0.02) is
+    # p ~ 0.01 < alpha) is ALERT; exactly at ks_warn (150 of 3000: D = 0.05, p ~ 0.001) is
     # WARN (p from the KS formula; PSI is checked by the generic oracle test).
     "ks_at_threshold": (np.arange(500.0), np.arange(500.0) + 50),
-    "ks_at_warn": (np.arange(1500.0), np.arange(1500.0) + 75),
+    "ks_at_warn": (np.arange(3000.0), np.arange(3000.0) + 150),
     # D is exactly 0.1 only where F_cur = 1 and F_base = 0.9 (current: 0..448 and 51 copies
     # of 449): in floats 1 - 0.9 = 0.09999999999999998, which would drop KS below its ALERT
     # threshold; scipy's exact D (an integer over n*m) is 0.1.
@@ -198,6 +215,8 @@ PINNED = {
     # n = m = 20, D = 1/20: lambda = (sqrt(10) + .12 + .11/sqrt(10)) / 20 ~ 0.166 < 0.2, so
     # p is exactly 1 (the series alone would give 0.9999999999999998).
     "ks_p_clamped": (np.arange(20.0), np.arange(20.0) + 1),
+    # n = m = 8, D = 3/8: where the asymptotic p is 0.14 below the exact one
+    "ks_exact_8": (np.arange(8.0), np.arange(8.0) + 3),
 }
 LN3_TENTH = 0.10986122886681
 LN2_TENTH = 0.0693147181
@@ -246,7 +265,7 @@ def default_tree(tmp_path_factory):
     build_no_data(root, tree)
     build_subsampled(root, tree, tmp)
     store = metricsduck.connect(root)
-    yield Snapshot(store, expected_rows(tree, DEFAULTS), tree)
+    yield Snapshot(store, expected_rows(tree, DEFAULTS), tree, DEFAULTS)
     store.close()
 
 
@@ -271,7 +290,7 @@ def custom_tree(tmp_path_factory):
     cfg_path = tmp / "custom.yaml"
     cfg_path.write_text(CUSTOM_YAML)
     store = metricsduck.connect(root, config=load_config(cfg_path))
-    yield Snapshot(store, expected_rows(tree, CUSTOM), tree)
+    yield Snapshot(store, expected_rows(tree, CUSTOM), tree, CUSTOM)
     store.close()
 
 
@@ -283,8 +302,8 @@ class Snapshot:
     """A store with its drift_distribution and psi_bins rows fetched once (each query over a
     whole tree costs seconds), plus what the oracle expects of them."""
 
-    def __init__(self, store, expected: dict, tree: dict) -> None:
-        self.store, self.expected, self.tree = store, expected, tree
+    def __init__(self, store, expected: dict, tree: dict, cfg: dict) -> None:
+        self.store, self.expected, self.tree, self.cfg = store, expected, tree, cfg
         self.dist = rows_by_key(fetch(store, DIST_QUERY))
         self.bins = rows_by_key(fetch(store, BINS_QUERY), many=True)
 
@@ -324,7 +343,7 @@ def check_distribution_rows(snap: Snapshot) -> None:
         assert (row["n"], row["m"]) == (exp["n"], exp["m"]), key
         assert row["baseline_runs"] == exp["baseline_runs"], key
         assert row["baseline_run_id"] == exp["baseline_run_id"], key
-        if exp["status"] != "COMPARED":
+        if exp["status"] in ("NO_BASELINE", "NO_DATA"):
             assert row["psi"] is None and row["ks_d"] is None and row["ks_p"] is None, key
             assert row["tier"] is None, key
             continue
@@ -334,11 +353,17 @@ def check_distribution_rows(snap: Snapshot) -> None:
         assert abs(row["ks_d"] - exp["ks_d"]) <= 1e-12, key
         if max(exp["n"], exp["m"]) <= 10000:  # scipy's exact mode: D = h/lcm(n, m), rounded once
             assert row["ks_d"] == exp["ks_d"], key
-        assert row["ks_p"] == pytest.approx(exp["ks_p"], rel=1e-12, abs=1e-14), key
-        if exp["ks_p"] == 1.0:  # lambda < 0.2 is exactly 1, not the series' 1 - 1e-13
+        assert row["ks_method"] == exp["ks_method"], key
+        if exp["ks_method"] == "exact":  # scipy's lattice-path count, to 1e-10 (docs/design.md §5.3)
+            assert abs(row["ks_p"] - exp["ks_p"]) <= 1e-10, key
+        else:
+            assert row["ks_p"] == pytest.approx(exp["ks_p"], rel=1e-12, abs=1e-14), key
+        if exp["ks_p"] == 1.0:  # lambda < 0.2 (or D = 0) is exactly 1, not the series' 1 - 1e-13
             assert row["ks_p"] == 1.0, key
         assert row["psi_critical"] == pytest.approx(exp["psi_critical"], rel=1e-12), key
-        assert row["psi_significant"] == (exp["psi"]["psi"] > exp["psi_critical"]), key
+        assert row["chi2"] == pytest.approx(exp["chi2"], rel=1e-10, abs=1e-12), key
+        assert abs(row["chi2_p"] - exp["chi2_p"]) <= 1e-10, key
+        assert row["psi_significant"] == (exp["chi2_p"] < snap.cfg["psi_alpha"]), key
         assert (row["psi_tier"], row["ks_tier"], row["tier"]) == (exp["psi_tier"], exp["ks_tier"], exp["tier"]), key
         assert row["current_view"] == row["baseline_view"] == VIEW
     assert compared > 20
@@ -346,7 +371,7 @@ def check_distribution_rows(snap: Snapshot) -> None:
 
 def check_bins(snap: Snapshot) -> None:
     actual, expected = snap.bins, snap.expected
-    compared = {k: v for k, v in expected.items() if v["status"] == "COMPARED"}
+    compared = {k: v for k, v in expected.items() if v["status"] in MEASURED}
     # Bins exist exactly for the pairs where both sides have values.
     assert set(actual) == set(compared)
     for key, exp in compared.items():
@@ -397,8 +422,9 @@ def test_every_distribution_number_matches_the_oracle(default_tree):
     statuses = {v["status"] for v in default_tree.expected.values()}
     tiers = {v.get("tier") for v in default_tree.expected.values()}
     # The random trees do exercise every branch.
-    assert statuses == {"COMPARED", "NO_DATA", "NO_BASELINE"}
+    assert statuses == {"COMPARED", "LOW_N", "INCONCLUSIVE", "NO_DATA", "NO_BASELINE"}
     assert {"OK", "WARN", "ALERT"} <= tiers
+    assert {v.get("ks_method") for v in default_tree.expected.values()} == {None, "exact", "asymptotic"}
 
 
 def test_every_psi_bin_matches_numpy(default_tree):
@@ -407,14 +433,14 @@ def test_every_psi_bin_matches_numpy(default_tree):
 
 def test_the_trees_cover_sizes_ties_edges_and_empty_bins(default_tree):
     """Guard the oracle tests against vacuity: the cases this file means to cover are really there."""
-    compared = [v for v in default_tree.expected.values() if v["status"] == "COMPARED"]
+    compared = [v for v in default_tree.expected.values() if v["status"] in MEASURED]
     assert min(v["n"] for v in compared) == 1 and min(v["m"] for v in compared) == 1
     assert max(v["n"] for v in compared) > 2000 and max(v["m"] for v in compared) > 4000
     # Fewer distinct edges than B-1 (ties collapse quantiles), some current value equal
     # to an edge, and bins empty on one side (floored at epsilon).
     assert any(v["psi"]["bins"] < DEFAULTS["psi_bins"] for v in compared)
     assert any(np.isin(default_tree.tree_values(key), v["psi"]["edges"]).any()
-               for key, v in default_tree.expected.items() if v["status"] == "COMPARED")
+               for key, v in default_tree.expected.items() if v["status"] in MEASURED)
     assert any((v["psi"]["cur_counts"] == 0).any() for v in compared)
     assert any((v["psi"]["base_counts"] == 0).any() for v in compared)
     rolling = [v for v in compared if v["baseline_runs"] > 1]
@@ -466,24 +492,42 @@ def test_ks_pinned_values(default_tree):
     half, quarter = default_tree.row("pin_ks_half"), default_tree.row("pin_ks_quarter")
     assert half["ks_d"] == pytest.approx(0.5, abs=1e-15)
     assert quarter["ks_d"] == pytest.approx(0.25, abs=1e-15)
-    # n=5, m=6: lambda = (sqrt(30/11) + .12 + .11/sqrt(30/11)) * .5 ~ 0.9, p ~ 0.4.
-    assert half["ks_p"] == pytest.approx(ks_p_oracle(0.5, 5, 6), rel=1e-12)
-    assert 0.3 < half["ks_p"] < 0.5
-    # n=m=4: lambda = (sqrt(2) + .12 + .11/sqrt(2)) * .25 ~ 0.40, p ~ 0.997.
-    assert quarter["ks_p"] == pytest.approx(ks_p_oracle(0.25, 4, 4), rel=1e-12)
-    assert quarter["ks_p"] == pytest.approx(scipy.special.kolmogorov(0.402998827), rel=1e-6)
+    # n*m <= drift.ks_exact_max: the exact p, a share of the C(11, 5) = 462 lattice paths
+    # (165 reach |F_cur - F_base| >= 1/2): 5/14, where the asymptotic form says 0.367.
+    base, cur = PINNED["pin_ks_half"]
+    assert half["ks_method"] == "exact"
+    assert abs(half["ks_p"] - scipy.stats.ks_2samp(cur, base, method="exact").pvalue) <= 1e-10
+    assert half["ks_p"] == pytest.approx(5 / 14, abs=1e-12)
+    assert ks_p_oracle(0.5, 5, 6) == pytest.approx(0.3670013850902252, rel=1e-12)
+    # n=m=4, D=1/4: every path reaches it, p = 1 exactly.
+    assert (quarter["ks_method"], quarter["ks_p"]) == ("exact", 1.0)
     clamped = default_tree.row("ks_p_clamped")
     assert (clamped["ks_d"], clamped["ks_p"]) == (0.05, 1.0)
     # Too few values to be significant: D is large but p >= alpha, so KS stays OK.
     assert half["ks_tier"] == "OK" and quarter["ks_tier"] == "OK"
 
 
+def test_small_samples_get_the_exact_p_the_asymptotic_form_underestimates(default_tree):
+    # n = m = 8, D = 3/8: 8,496 of the C(16, 8) = 12,870 lattice paths reach it, p = 0.66014;
+    # the asymptotic form says 0.51894, 0.14 lower (enough to flip a tier at other sizes).
+    row = default_tree.row("ks_exact_8")
+    base, cur = PINNED["ks_exact_8"]
+    assert row["ks_method"] == "exact" and row["ks_d"] == 0.375
+    assert abs(row["ks_p"] - scipy.stats.ks_2samp(cur, base, method="exact").pvalue) <= 1e-10
+    assert row["ks_p"] == pytest.approx(0.6601398601398599, abs=1e-12)
+    assert row["ks_p"] - ks_p_oracle(0.375, 8, 8) == pytest.approx(0.1412, abs=1e-4)
+    # above drift.ks_exact_max (n*m = 250,000 > 10,000) the asymptotic form, as before
+    big = default_tree.row("ks_at_threshold")
+    assert big["ks_method"] == "asymptotic"
+    assert big["ks_p"] == pytest.approx(ks_p_oracle(0.1, 500, 500), rel=1e-12)
+
+
 def test_ks_tiers_include_their_boundaries(default_tree):
     # D >= ks_threshold (with p < alpha) is ALERT, D >= ks_warn WARN: equality counts.
     at_threshold, at_warn = default_tree.row("ks_at_threshold"), default_tree.row("ks_at_warn")
-    assert at_threshold["ks_d"] == 0.1 and at_threshold["ks_p"] < 0.05
+    assert at_threshold["ks_d"] == 0.1 and at_threshold["ks_p"] < DEFAULTS["ks_alpha"]
     assert at_threshold["ks_tier"] == "ALERT"
-    assert at_warn["ks_d"] == 0.05 and at_warn["ks_p"] < 0.05
+    assert at_warn["ks_d"] == 0.05 and at_warn["ks_p"] < DEFAULTS["ks_alpha"]
     assert at_warn["ks_tier"] == "WARN"
     exact = default_tree.row("ks_exact_tenth")
     base, cur = PINNED["ks_exact_tenth"]
@@ -512,16 +556,17 @@ def test_a_side_without_finite_values_gives_a_no_data_row(default_tree):
         ("run01", "previous_run", "y"): ("NO_DATA", 0, 2),
         ("run01", "rolling", "y"): ("NO_DATA", 0, 2),
         # run02: the previous run's x has no finite value (baseline side empty), while
-        # rolling and last_good pool run00 and compare; y is absent now: NO_DATA, still a row.
-        ("run02", "last_good_run", "x"): ("COMPARED", 2, 3),
+        # rolling and last_good pool run00 and compare (2 and 3 values: LOW_N, numbers shown);
+        # y is absent now: NO_DATA, still a row.
+        ("run02", "last_good_run", "x"): ("LOW_N", 2, 3),
         ("run02", "previous_run", "x"): ("NO_DATA", 2, 0),
-        ("run02", "rolling", "x"): ("COMPARED", 2, 3),
+        ("run02", "rolling", "x"): ("LOW_N", 2, 3),
         ("run02", "last_good_run", "y"): ("NO_DATA", 0, 2),
         ("run02", "previous_run", "y"): ("NO_DATA", 0, 0),
         ("run02", "rolling", "y"): ("NO_DATA", 0, 2),
     }
     for (key, *_), row in default_tree.dist.items():
-        if key.endswith(":nodata") and row["status"] != "COMPARED":
+        if key.endswith(":nodata") and row["status"] in ("NO_DATA", "NO_BASELINE"):
             assert row["psi"] is None and row["ks_d"] is None and row["ks_p"] is None and row["tier"] is None
     # The missing share drifts as its own scalar (docs/design.md §5.1): both of x's values were
     # non-finite in run01.
@@ -537,12 +582,22 @@ def test_a_side_without_finite_values_gives_a_no_data_row(default_tree):
 def test_custom_bins_epsilon_window_and_thresholds_from_yaml(custom_tree):
     check_distribution_rows(custom_tree)
     check_bins(custom_tree)
-    compared = [v for v in custom_tree.expected.values() if v["status"] == "COMPARED"]
+    compared = [v for v in custom_tree.expected.values() if v["status"] in MEASURED]
     assert max(v["psi"]["bins"] for v in compared) == 3
     assert max(v["baseline_runs"] for v in compared) == 2        # rolling_window_k: 2
     # The custom thresholds give tiers the defaults would not (so the config is read).
-    assert any(tier_psi(v["psi"]["psi"], CUSTOM) != tier_psi(v["psi"]["psi"], DEFAULTS) for v in compared)
-    assert any(tier_ks(v["ks_d"], v["ks_p"], CUSTOM) != tier_ks(v["ks_d"], v["ks_p"], DEFAULTS) for v in compared)
+    def psi_effect(v, cfg):
+        return effect_tier(v["psi"]["psi"], cfg["psi_warn"], cfg["psi_threshold"])
+
+    def ks_effect(v, cfg):
+        return effect_tier(v["ks_d"], cfg["ks_warn"], cfg["ks_threshold"])
+
+    assert any(psi_effect(v, CUSTOM) != psi_effect(v, DEFAULTS) for v in compared)
+    assert any(ks_effect(v, CUSTOM) != ks_effect(v, DEFAULTS) for v in compared)
+    # min_samples: 3 and ks_exact_max: 500 are read too
+    assert {v["status"] for v in compared} >= {"LOW_N", "COMPARED"}
+    assert min(v["n"] for v in compared if v["status"] != "LOW_N") == 3
+    assert {v["ks_method"] for v in compared if v["n"] * v["m"] > 500} == {"asymptotic"}
 
 
 # --- property: arbitrary small float lists ---------------------------------------------------------
@@ -582,7 +637,6 @@ def test_psi_and_ks_agree_with_the_oracles_on_arbitrary_lists(property_store, ba
         assert row["status"] == "NO_DATA" and row["psi"] is None and row["ks_d"] is None
         return
     psi = psi_oracle(c, b, DEFAULTS["psi_bins"], DEFAULTS["psi_epsilon"])
-    assert row["status"] == "COMPARED"
     assert row["psi"] == pytest.approx(psi["psi"], rel=1e-12, abs=1e-15)
     bins = fetch(store, PROPERTY_BINS)
     assert [r["current_count"] for r in bins] == psi["cur_counts"].tolist()
@@ -590,4 +644,9 @@ def test_psi_and_ks_agree_with_the_oracles_on_arbitrary_lists(property_store, ba
     d = ks_statistic(c, b)
     assert abs(row["ks_d"] - d) <= 1e-12
     assert row["ks_d"] == d            # both are the exact n*m-th, rounded once
-    assert row["ks_p"] == pytest.approx(ks_p_oracle(d, c.size, b.size), rel=1e-12, abs=1e-14)
+    p, method = ks_p_any(d, c.size, b.size, DEFAULTS["ks_exact_max"])
+    assert (row["ks_method"], abs(row["ks_p"] - p) <= 1e-10) == (method, True)
+    _, chi2_p = chi2_bins(psi["cur_counts"], psi["base_counts"])
+    assert abs(row["chi2_p"] - chi2_p) <= 1e-10
+    expected = decide(psi["psi"], chi2_p, d, p, c.size, b.size, DEFAULTS)
+    assert {k: row[k] for k in expected} == expected

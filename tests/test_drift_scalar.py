@@ -34,6 +34,10 @@ OVERRIDES = {
     "custom_abs": {"absolute": (1.0, 2.0)},
     "fold_count": {"relative": (0.5, 1.0)},   # an override beats the critical tiers
 }
+# Good directions (docs/design.md §5.5): r2 from the packaged defaults, the others from this
+# file; a WARN/ALERT change the good way is IMPROVED with tier OK.
+DIRECTIONS = {"r2": "higher_is_better", "auc": "higher_is_better", "loss": "lower_is_better",
+              "neg": "both"}
 CONFIG_YAML = """
 safety:
   telemetry:
@@ -44,6 +48,9 @@ safety:
         custom_rel: {relative: [0.5, 1.0]}
         custom_abs: {absolute: [1.0, 2.0]}
         fold_count: {relative: [0.5, 1.0]}
+      direction:
+        loss: lower_is_better
+        neg: both
 """
 
 NAN, INF = math.nan, math.inf
@@ -54,16 +61,20 @@ TREE = {
     "signs": [
         (True, {"r2": -0.2, "auc": 0.80, "zero": 0.0, "from_zero": 0.0, "flag": False, "leakage_flag": False,
                 "cv_scheme_id": "kfold5", "model": "lgbm", "dropped": 1.0, "kind_flip": 1.0, "purge_gap": 5.0,
-                "goes_nan": 1.0, "none_metric": None, "horizon": 60}),
+                "goes_nan": 1.0, "none_metric": None, "horizon": 60,
+                "loss": 0.5}),
         (False, {"r2": -0.1, "auc": 0.84, "zero": 0.0, "from_zero": 0.5, "flag": True, "leakage_flag": True,
                  "cv_scheme_id": "purged_kfold5", "model": "xgb", "new_metric": 3.0, "kind_flip": "one",
-                 "purge_gap": "five", "goes_nan": NAN, "none_metric": None, "horizon": 60}),
+                 "purge_gap": "five", "goes_nan": NAN, "none_metric": None, "horizon": 60,
+                 "loss": 0.3}),
         (None, {"r2": -0.15, "auc": 0.83, "zero": 0.0, "from_zero": 0.5, "flag": True, "leakage_flag": True,
                 "cv_scheme_id": "purged_kfold5", "model": "xgb", "new_metric": 3.3, "kind_flip": "one",
-                "purge_gap": "five", "goes_nan": 2.0, "none_metric": 1.0, "horizon": 61}),
+                "purge_gap": "five", "goes_nan": 2.0, "none_metric": 1.0, "horizon": 61,
+                "loss": 0.45}),
         (True, {"r2": 0.1, "auc": 0.70, "zero": -0.5, "from_zero": 0.5, "flag": False, "leakage_flag": True,
                 "cv_scheme_id": "purged_kfold5", "model": "xgb", "new_metric": 3.3, "kind_flip": "one",
-                "purge_gap": "five", "goes_nan": INF, "none_metric": 1.0, "horizon": 61}),
+                "purge_gap": "five", "goes_nan": INF, "none_metric": 1.0, "horizon": 61,
+                "loss": 0.46}),
     ],
     # Tier boundaries: |rel| < warn is OK, < alert WARN, else ALERT; baselines of 100 make
     # delta/100 the exact double of the threshold (105 -> 0.05, 120 -> 0.2).
@@ -157,8 +168,11 @@ def compare(metric: str, kind: str, cur, entries: list) -> dict:
     tier = tier_of(abs(rel), rel_pair) if rel is not None else tier_of(abs(delta), abs_pair)
     std = row["baseline_std"]
     z = delta / std if kind == "rolling" and std is not None and std > 0 else None
-    return {**row, "status": "COMPARED", "tier": tier, "delta": delta, "rel_delta": rel,
-            "rel_delta_status": rel_status, "z": z}
+    good = DIRECTIONS.get(metric, "both")
+    better = delta > 0 if good == "higher_is_better" else delta < 0 if good == "lower_is_better" else False
+    improved = tier != "OK" and better
+    return {**row, "status": "IMPROVED" if improved else "COMPARED", "tier": "OK" if improved else tier,
+            "delta": delta, "rel_delta": rel, "rel_delta_status": rel_status, "z": z, "good_direction": good}
 
 
 def expected_rows() -> dict:
@@ -242,6 +256,8 @@ def test_every_scalar_row_matches_the_plain_python_oracle(scalar):
         got = rows[key]
         for field in ("status", "tier", "kind", "current_text", "baseline_runs", "baseline_run_id"):
             assert got[field] == exp[field], (key, field)
+        if "good_direction" in exp:
+            assert got["good_direction"] == exp["good_direction"], key
         for field in ("current_value", "delta", "rel_delta", "z"):
             assert got[field] == approx(exp[field]), (key, field)
         if exp["kind"] != "text":
@@ -256,15 +272,23 @@ def test_every_scalar_row_matches_the_plain_python_oracle(scalar):
             assert got["sanity_status"] == "OK"
     # Every status and tier the rules know occurs in this tree.
     assert {e["status"] for e in expected.values()} == {
-        "COMPARED", "NEW", "MISSING", "KIND_CHANGED", "NON_FINITE", "NO_BASELINE"}
+        "COMPARED", "IMPROVED", "NEW", "MISSING", "KIND_CHANGED", "NON_FINITE", "NO_BASELINE"}
     assert {e["tier"] for e in expected.values()} == {None, "OK", "WARN", "ALERT"}
 
 
 def test_rel_delta_keeps_the_sign_for_negative_baselines(scalar):
-    # R² from -0.2 to -0.1 is an improvement: rel = 0.1 / |-0.2| = +0.5, not -0.5.
+    # R² from -0.2 to -0.1 is an improvement: rel = 0.1 / |-0.2| = +0.5, not -0.5, and with
+    # r2 higher_is_better it is IMPROVED (an ALERT-sized change the good way), tier OK.
     r = row(scalar, "signs", 1, "previous_run", "r2")
     assert r["delta"] == pytest.approx(0.1) and r["rel_delta"] == pytest.approx(0.5)
-    assert (r["rel_delta_status"], r["tier"]) == ("defined", "ALERT")
+    assert (r["rel_delta_status"], r["status"], r["tier"]) == ("defined", "IMPROVED", "OK")
+    # the fall back is a degradation: it alerts
+    r = row(scalar, "signs", 2, "previous_run", "r2")
+    assert (r["status"], r["tier"]) == ("COMPARED", "ALERT")
+    # loss (lower_is_better in this file's config): 0.5 -> 0.3 improves, 0.3 -> 0.45 alerts,
+    # 0.45 -> 0.46 (+2%) is below WARN either way
+    assert [(r["status"], r["tier"]) for r in (row(scalar, "signs", i, "previous_run", "loss") for i in (1, 2, 3))] == [
+        ("IMPROVED", "OK"), ("COMPARED", "ALERT"), ("COMPARED", "OK")]
     # And -0.1 -> -0.15 is a fall of half of 0.1: rel -0.5.
     assert row(scalar, "signs", 2, "previous_run", "r2")["rel_delta"] == pytest.approx(-0.5)
     # A negative rolling mean: neg over runs 1..3 is mean -3, current -10: rel (-7)/3.

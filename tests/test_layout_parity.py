@@ -3,6 +3,10 @@ replaced, on the demo tree and on random trees.
 
 The oracle is the released chain itself, read from git at the last commit that shipped it
 (`LEGACY`), applied file by file to a second connection over the same source tables.
+Since then distribution tiers need evidence (docs/design.md §5.4): the comparison runs
+with the settings that give the chain's decision (`CHAIN_DECISION`) and on the chain's
+columns, where the one status the chain lacks, INCONCLUSIVE, was COMPARED,
+psi_significant was psi > psi_critical and a trend's thresholds had no tolerance.
 """
 
 from __future__ import annotations
@@ -46,6 +50,29 @@ def legacy_files() -> list[str]:
             for name in sorted(names) if name.endswith(".sql")]
 
 
+# The chain's decisions in today's settings: an effect tiers without a chi-square test (a PSI
+# above zero always has chi2_p < 1), KS at the chain's alpha with the asymptotic p, no LOW_N,
+# and no metric with a good direction (so nothing is IMPROVED).
+CHAIN_DECISION = """
+safety:
+  telemetry:
+    drift:
+      ks_alpha: 0.05
+      psi_alpha: 1.0
+      min_samples: 1
+      ks_exact_max: 0
+      direction:
+""" + "".join(f"        {metric}: both\n" for metric in metricsduck.load_config().get("drift.direction"))
+# and the chain's columns whose meaning changed, as it computed them
+CHAIN_COLUMNS = {
+    "status": "CASE status WHEN 'INCONCLUSIVE' THEN 'COMPARED' ELSE status END AS status",
+    "psi_significant": "psi > psi_critical AS psi_significant",
+    # trends: the thresholds compared without the four-ulp tolerance
+    "direction": "CASE WHEN r2 >= (SELECT trend_min_r2 FROM settings_wide) AND abs(slope) * (n_runs - 1) "
+                 ">= (SELECT trend_min_rel_change FROM settings_wide) * abs(mean) THEN CASE WHEN slope > 0 "
+                 "THEN 'increasing' WHEN slope < 0 THEN 'decreasing' ELSE 'flat' END ELSE 'flat' END AS direction",
+}
+
 # what everything else is built on: enough to compare on a tree as big as the demo's
 OUTPUTS = ("drift", "psi_bins", "trends", "rollup_view", "rollup_stage")
 
@@ -54,7 +81,9 @@ def assert_identical(root: Path, views: tuple[str, ...] = tuple(VIEWS)) -> None:
     """The views of the chain, over the same source rows: the same rows, bit for bit."""
     files = legacy_files()
     assert len(files) == 11
-    with metricsduck.connect(root, use_cache=False) as store:
+    config = root.parent / f"{root.name}.chain.yaml"
+    config.write_text(CHAIN_DECISION)
+    with metricsduck.connect(root, config=metricsduck.load_config(config), use_cache=False) as store:
         legacy = duckdb.connect()
         legacy.execute("SET TimeZone = 'UTC'")
         fill_settings(legacy, store.config, root)
@@ -71,11 +100,13 @@ def assert_identical(root: Path, views: tuple[str, ...] = tuple(VIEWS)) -> None:
             expected = expected.read_all() if hasattr(expected, "read_all") else expected
             store.con.register("expected", expected)  # on the store's connection: queried through it
             try:
-                columns = [c for c in store.sql(f"SELECT * FROM {new} LIMIT 0").columns]
-                assert columns == expected.column_names, old
+                columns = store.sql(f"SELECT * FROM {new} LIMIT 0").columns
+                assert set(expected.column_names) <= set(columns), old
+                chain = ", ".join(CHAIN_COLUMNS.get(c, c) for c in expected.column_names)
                 # hash() sees every bit of a double (-0.0 and NaN payloads included)
                 got, want, both = store.con.sql(
-                    f"WITH a AS (SELECT hash(COLUMNS(*)) FROM {new}), b AS (SELECT hash(COLUMNS(*)) FROM expected) "
+                    f"WITH a AS (SELECT hash(COLUMNS(*)) FROM (SELECT {chain} FROM {new})), "
+                    "b AS (SELECT hash(COLUMNS(*)) FROM expected) "
                     "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b), "
                     "(SELECT count(*) FROM (SELECT * FROM a INTERSECT ALL SELECT * FROM b))").fetchall()[0]
                 assert got == want == both, (old, got, want, both)

@@ -28,6 +28,7 @@ from metricsduck.demo import (
     BAD_RUN,
     COLLAPSE_TARGET,
     FINGERPRINT_RUN,
+    IMPROVE_TARGET,
     SHIFT_SYMBOL,
     SHIFT_TARGET,
     SYMBOLS,
@@ -200,9 +201,9 @@ def test_worst_drifts_of_the_latest_run_are_the_collapse_and_the_shift(answers):
     rows = answers("worst drifts of the latest run")
     assert rows and {injected(r) for r in rows} == {"collapse", "shift"}
     assert {r["tier"] for r in rows} == {"ALERT"}  # the demo's noise stays below every WARN
-    # the collapse moves every metric ~27%; fold_scores lose the same, so all of them leave
-    # the baseline's range (KS D = 1) and carry the largest PSI
-    assert (rows[0]["item"], rows[0]["ks_d"]) == ("fold_scores", 1.0) and injected(rows[0]) == "collapse"
+    # the shift's PSI (about 2) leads; the collapse's five fold_scores are LOW_N, not an alert
+    assert (rows[0]["item"], injected(rows[0])) == ("oof_predictions", "shift") and rows[0]["psi"] > 1
+    assert "fold_scores" not in {r["item"] for r in rows}
     assert {(r["item"], r["baseline_kind"]) for r in rows if injected(r) == "shift"} == {
         ("oof_predictions", kind) for kind in KINDS}
     collapse_metrics = {r["item"] for r in rows if injected(r) == "collapse" and r["item_kind"] == "metric"}
@@ -218,14 +219,20 @@ def test_the_latest_run_has_the_most_alerts_and_no_other_run_has_any(answers):
     assert all(r["alerts"] == 0 and r["warns"] == 0 for r in rows[1:])
 
 
-def test_largest_rolling_z_scores_are_the_collapsed_metrics(answers):
+def test_largest_rolling_z_scores_are_the_collapsed_and_the_improved_metrics(answers):
     rows = answers("largest z-score")
     assert len(rows) == 10
-    top = rows[:2]
-    assert {(r["view"], r["target"], r["metric"]) for r in top} == {
-        (CS, COLLAPSE_TARGET, "mean_score"), (CS, COLLAPSE_TARGET, "composite_score")}
-    assert all(r["z"] < -20 and r["tier"] == "ALERT" and r["baseline_runs"] == RUNS - 1 for r in top)
-    assert all(r["tier"] == "OK" for r in rows[2:])
+    top = {(r["target"], r["metric"]): r for r in rows[:4]}
+    assert {(r["view"], r["target"], r["metric"]) for r in top.values()} == {
+        (CS, target, metric)
+        for target in (COLLAPSE_TARGET, IMPROVE_TARGET) for metric in ("mean_score", "composite_score")}
+    for (target, _), r in top.items():
+        assert r["baseline_runs"] == RUNS - 1
+        if target == COLLAPSE_TARGET:
+            assert r["z"] < -20 and (r["tier"], r["status"]) == ("ALERT", "COMPARED"), r
+        else:  # higher is better: as far the good way is IMPROVED, not an alert
+            assert r["z"] > 20 and (r["tier"], r["status"]) == ("OK", "IMPROVED"), r
+    assert all(r["tier"] == "OK" for r in rows[4:])
 
 
 def test_only_the_shifted_symbol_drifts_and_in_one_target_only(answers):
@@ -240,14 +247,14 @@ def test_baseline_kinds_agree_on_every_injected_alert(answers):
     rows = answers("baseline kinds agree")
     assert {(r["view"], r["target"], r["symbol"], r["item"]) for r in rows} == {
         (CS, COLLAPSE_TARGET, None, "mean_score"), (CS, COLLAPSE_TARGET, None, "composite_score"),
-        (CS, COLLAPSE_TARGET, None, "fold_scores"), (SS, SHIFT_TARGET, SHIFT_SYMBOL, "oof_predictions")}
+        (SS, SHIFT_TARGET, SHIFT_SYMBOL, "oof_predictions")}
     assert all(r["kinds_agree"] and r["previous_run"] == r["rolling"] == r["last_good_run"] == "ALERT"
                for r in rows)
 
 
 def test_psi_bins_driving_the_shift_alert_are_its_emptied_lowest_bins(answers):
     rows = answers("PSI bins drive")
-    assert {injected(r) for r in rows} == {"collapse", "shift"}
+    assert {injected(r) for r in rows} == {"shift"}  # the only distribution ALERT
     shift = [r for r in rows if injected(r) == "shift"]
     assert len(shift) == 3 and all(r["distribution"] == "oof_predictions" for r in shift)
     # oof_predictions moved up by 0.15: the bins below the baseline's lowest deciles empty out

@@ -34,12 +34,26 @@ def test_injected_drift_is_alert_exactly_where_the_demo_put_it(demo_store) -> No
         where(i) + (item,)
         for i in injections if i.kind in ("collapse", "shift") for item in i.items
     }
-    assert len(expected) == 4  # mean_score, composite_score, fold_scores; oof_predictions
+    assert len(expected) == 3  # mean_score, composite_score; oof_predictions
     for kind in ("previous_run", "rolling", "last_good_run"):
         alerts = rows(store, "SELECT view, target, symbol, item, run_id FROM drift "
                              "WHERE tier = 'ALERT' AND baseline_kind = ?", [kind])
         assert {(r["view"], r["target"], r["symbol"], r["item"]) for r in alerts} == expected, kind
         assert {r["run_id"] for r in alerts} == {LATEST}
+
+
+def test_the_injected_improvement_is_improved_not_an_alert(demo_store) -> None:
+    store, injections, _ = demo_store
+    improvement = next(i for i in injections if i.kind == "improvement")
+    found = rows(store, "SELECT item, baseline_kind, status, tier, rel_delta, good_direction FROM drift "
+                        "WHERE run_id = ? AND view = ? AND target = ? AND item_kind = 'metric' "
+                        "AND list_contains(?, item)",
+                 [LATEST, improvement.view, improvement.target, list(improvement.items)])
+    assert {(r["item"], r["baseline_kind"]) for r in found} == {
+        (item, kind) for item in improvement.items for kind in ("previous_run", "rolling", "last_good_run")}
+    for r in found:  # a 30% gain: ALERT-sized, in the good direction
+        assert (r["status"], r["tier"], r["good_direction"]) == ("IMPROVED", "OK", "higher_is_better"), r
+        assert 0.25 < r["rel_delta"] < 0.35, r
 
 
 def test_stable_cohorts_stay_ok(demo_store) -> None:
@@ -102,13 +116,13 @@ def test_refresh_writes_the_view_rows_beside_every_cohort(demo_store) -> None:
     for cohort in cohorts[::37]:  # a spread of cohorts; each check reads two files
         folder = Path(cohort["source_file"]).parent
         table = pq.read_table(folder / "telemetry_drift.parquet")
-        assert table.schema.metadata[b"metricsduck.schema"] == b"metricsduck/drift/v1"
+        assert table.schema.metadata[b"metricsduck.schema"] == b"metricsduck/drift/v2"
         expected = rows(store, "SELECT * FROM drift WHERE baseline_key = ? AND run_id = ? "
                                "ORDER BY baseline_kind, item_kind, item",
                         [cohort["baseline_key"], cohort["run_id"]])
         assert table.to_pylist() == expected
         mirror = json.loads((folder / "telemetry_drift.json").read_text("utf-8"))
-        assert mirror["schema"] == "metricsduck/drift/v1"
+        assert mirror["schema"] == "metricsduck/drift/v2"
         assert mirror["identity"]["run_id"] == cohort["run_id"]
         for row in expected:
             section = mirror["metrics" if row["item_kind"] == "metric" else "distributions"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 from click.testing import CliRunner
 
 import metricsduck
@@ -39,7 +40,7 @@ REL_TOL, ABS_TOL = 1e-9, 1e-12  # OLS by two different algorithms
 TREND_COLUMNS = [
     "stage", "view", "target", "symbol", "baseline_key", "metric", "run_id", "run_started_at",
     "n_runs", "slope", "slope_per_day", "intercept", "r2", "theil_sen_slope", "first_value",
-    "last_value", "mean", "direction",
+    "last_value", "mean", "direction", "good_direction", "assessment",
 ]
 NUMBERS = ("slope", "slope_per_day", "intercept", "r2", "theil_sen_slope", "mean")
 
@@ -381,6 +382,39 @@ def test_direction_thresholds_just_above_and_below(edge_tree, tmp_path):
         assert 0 < abs(fits[m]["slope"]) * 4 - needed < 1e-4, m
     for m, needed in (("rel_just_below", 5.0), ("rel_neg_mean_below", 5.0), ("rel_custom_below", 20.0)):
         assert 0 < needed - abs(fits[m]["slope"]) * 4 < 1e-4, m
+
+
+def test_r2_exactly_at_the_threshold_counts_however_the_values_round(tmp_path):
+    # Both series have r2 = 1/2 exactly; in floats the first gives 0.4999999999999999. The
+    # threshold is compared to four ulps, so both are increasing (docs/design.md §6).
+    series = {"tenths": [0.0, 0.0, 0.05, 0.0, 0.1], "units": [0.0, 0.0, 1.0, 0.0, 2.0]}
+    x = np.arange(5.0)
+    for values in series.values():
+        fit = scipy.stats.linregress(x, values)
+        assert fit.rvalue ** 2 == pytest.approx(0.5, abs=1e-15)
+    starts = [START + timedelta(days=i) for i in range(5)]
+    write_tree(tmp_path, {EDGE: {m: dict(enumerate(v)) for m, v in series.items()}}, starts)
+    with metricsduck.connect(tmp_path) as store:
+        rows = {r["metric"]: r for r in fetch(store, "SELECT * FROM trends WHERE run_id = ?", [run_id(4)])}
+    assert rows["tenths"]["r2"] < 0.5 <= rows["units"]["r2"]  # the rounding the tolerance absorbs
+    assert {m: r["direction"] for m, r in rows.items()} == {"tenths": "increasing", "units": "increasing"}
+
+
+def test_a_trend_against_the_metrics_good_direction_is_degrading(tmp_path):
+    # drift.direction (docs/design.md §5.5): mean_score higher_is_better and brier
+    # lower_is_better by default; an unlisted metric is both and gets no assessment.
+    falling = [1.0, 0.9, 0.8, 0.7, 0.6]
+    starts = [START + timedelta(days=i) for i in range(5)]
+    spec = {EDGE: {m: dict(enumerate(falling)) for m in ("mean_score", "brier", "unlisted")}}
+    write_tree(tmp_path, spec, starts)
+    with metricsduck.connect(tmp_path) as store:
+        rows = {r["metric"]: (r["direction"], r["good_direction"], r["assessment"])
+                for r in fetch(store, "SELECT * FROM trends WHERE run_id = ?", [run_id(4)])}
+    assert rows == {
+        "mean_score": ("decreasing", "higher_is_better", "degrading"),
+        "brier": ("decreasing", "lower_is_better", "improving"),
+        "unlisted": ("decreasing", "both", None),
+    }
 
 
 def test_a_constant_series_is_flat_with_r2_one(edge_tree):

@@ -29,7 +29,7 @@ LEDGER_FILE = "ledger.json"
 # and the settings. Definitions read them; they are not definitions themselves.
 INPUTS = ("facts_raw", "samples_raw", "marks_raw", "settings", "settings_metrics", "settings_wide")
 # The per-metric rules of `settings_metrics` come from these config keys.
-METRIC_SETTINGS = ("drift.critical_metrics", "drift.overrides")
+METRIC_SETTINGS = ("drift.critical_metrics", "drift.overrides", "drift.direction")
 
 _TOKENS = re.compile(
     r"--[^\n]*|/\*.*?\*/"            # comments (dropped)

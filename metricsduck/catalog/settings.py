@@ -2,7 +2,8 @@
 
 `settings` holds one row per scalar config key (`key`, `value` as a number, `text`);
 `settings_wide` is that table as one typed row, one column per key, which views cross-join
-as `cfg`; `settings_metrics` holds the per-metric rules (critical metrics, overrides). The
+as `cfg`; `settings_metrics` holds the per-metric rules (critical metrics, overrides,
+good directions). The
 columns come from the packaged config: a key added there is a column here, with nothing
 written by hand.
 """
@@ -83,7 +84,8 @@ def fill_settings(con: duckdb.DuckDBPyConnection, config: Config, root: Path) ->
     con.execute(settings_wide_sql())
     con.execute(
         "CREATE OR REPLACE TABLE settings_metrics (metric VARCHAR PRIMARY KEY, critical BOOLEAN, "
-        "relative_warn DOUBLE, relative_alert DOUBLE, absolute_warn DOUBLE, absolute_alert DOUBLE)"
+        "relative_warn DOUBLE, relative_alert DOUBLE, absolute_warn DOUBLE, absolute_alert DOUBLE, "
+        "good_direction VARCHAR)"
     )
     _insert(con, "settings_metrics", config.metric_rows())
 

@@ -12,13 +12,14 @@ SELECT
     stage, view, target, symbol, baseline_key, run_id, run_started_at, cohort_id,
     baseline_kind, baseline_run_id, baseline_runs,
     'metric' AS item_kind, metric AS item, kind,
-    tier, tier_rank, status, is_critical,
+    tier, tier_rank, status, is_critical, good_direction,
     current_value, baseline_value, baseline_std, delta, rel_delta, rel_delta_status, z,
     current_text, baseline_text,
     CAST(NULL AS BIGINT) AS n, CAST(NULL AS BIGINT) AS m,
     CAST(NULL AS DOUBLE) AS psi, CAST(NULL AS DOUBLE) AS psi_critical,
     CAST(NULL AS BOOLEAN) AS psi_significant,
-    CAST(NULL AS DOUBLE) AS ks_d, CAST(NULL AS DOUBLE) AS ks_p,
+    CAST(NULL AS DOUBLE) AS chi2, CAST(NULL AS DOUBLE) AS chi2_p,
+    CAST(NULL AS DOUBLE) AS ks_d, CAST(NULL AS DOUBLE) AS ks_p, CAST(NULL AS VARCHAR) AS ks_method,
     CAST(NULL AS VARCHAR) AS psi_tier, CAST(NULL AS VARCHAR) AS ks_tier,
     current_view, baseline_view, sanity_status, fingerprint_diff
 FROM drift_scalar_of(pairs, summary, missing, scalars)
@@ -27,9 +28,10 @@ SELECT
     d.stage, d.view, d.target, d.symbol, d.baseline_key, d.run_id, d.run_started_at, d.cohort_id,
     d.baseline_kind, d.baseline_run_id, d.baseline_runs,
     'distribution', d.distribution, 'distribution',
-    d.tier, d.tier_rank, d.status, false,
+    d.tier, d.tier_rank, d.status, false, CAST(NULL AS VARCHAR),
     NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     NULL, NULL,
-    d.n, d.m, d.psi, d.psi_critical, d.psi_significant, d.ks_d, d.ks_p, d.psi_tier, d.ks_tier,
+    d.n, d.m, d.psi, d.psi_critical, d.psi_significant, d.chi2, d.chi2_p, d.ks_d, d.ks_p,
+    d.ks_method, d.psi_tier, d.ks_tier,
     d.current_view, d.baseline_view, d.sanity_status, d.fingerprint_diff
 FROM drift_distribution_of(pairs, summary, missing, sample_rows) AS d;

@@ -2,7 +2,9 @@
 -- or by delta where rel_delta is undefined; text compared for equality), NEW (OK),
 -- MISSING (present in the baseline, not now: WARN), KIND_CHANGED (WARN, ALERT if
 -- critical), NON_FINITE (a side is NaN/inf/None: OK if both are the same, else WARN or
--- ALERT if critical), NO_BASELINE (no baseline of that kind yet; tier NULL).
+-- ALERT if critical), NO_BASELINE (no baseline of that kind yet; tier NULL), IMPROVED (a
+-- number moved in its good_direction, drift.direction.<metric>, by as much as would be
+-- WARN or ALERT the other way: tier OK, the numbers kept).
 -- Thresholds per metric: drift.overrides.<metric> first, then the critical tiers for
 -- drift.critical_metrics, then the default tiers. rolling pools up to k runs:
 -- baseline_value is their mean, baseline_std their sample std, baseline_n how many values
@@ -64,6 +66,7 @@ classified AS (
         p.*,
         coalesce(p.current_kind, p.baseline_value_kind) AS kind,
         coalesce(sm.critical, false) AS is_critical,
+        coalesce(sm.good_direction, 'both') AS good_direction,
         coalesce(sm.relative_warn, CASE WHEN sm.critical THEN cfg.critical_relative_warn
                                         ELSE cfg.relative_warn END) AS relative_warn,
         coalesce(sm.relative_alert, CASE WHEN sm.critical THEN cfg.critical_relative_alert
@@ -134,6 +137,23 @@ tiered AS (
             ELSE tier_of(abs(delta), absolute_warn, absolute_alert)
         END AS tier
     FROM relative
+),
+judged AS (
+    -- only degradations alert: a WARN or ALERT change in the good direction is IMPROVED
+    SELECT
+        * REPLACE (
+            CASE WHEN improved THEN 'OK' ELSE tier END AS tier,
+            CASE WHEN improved THEN 'IMPROVED' ELSE status END AS status
+        )
+    FROM (
+        SELECT
+            *,
+            status = 'COMPARED' AND tier IN ('WARN', 'ALERT') AND (
+                (good_direction = 'higher_is_better' AND delta > 0)
+                OR (good_direction = 'lower_is_better' AND delta < 0)
+            ) AS improved
+        FROM tiered
+    )
 )
 SELECT
     cr.stage, cr.view, cr.target, cr.symbol, t.baseline_key, t.run_id, cr.run_started_at,
@@ -145,8 +165,8 @@ SELECT
         WHEN t.baseline_kind = 'rolling' AND t.baseline_n >= 2 AND t.baseline_std > 0
         THEN t.delta / t.baseline_std
     END AS z,
-    t.tier, tier_rank(t.tier) AS tier_rank, t.is_critical, t.status,
+    t.tier, tier_rank(t.tier) AS tier_rank, t.is_critical, t.status, t.good_direction,
     cr.view AS current_view, t.baseline_view,
     t.sanity_status, t.fingerprint_diff
-FROM tiered AS t
+FROM judged AS t
 JOIN cohort_runs AS cr ON cr.baseline_key = t.baseline_key AND cr.run_id = t.run_id;

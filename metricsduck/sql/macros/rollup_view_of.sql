@@ -113,7 +113,7 @@ measures AS (
            NULL, u.measure, metric, NULL, u.value, tier
     FROM (SELECT run_id, stage, view, target, metric, tier, psi AS population_psi,
                  ks_d AS population_ks_d
-          FROM population_drift WHERE status = 'COMPARED')
+          FROM population_drift WHERE psi IS NOT NULL)
     UNPIVOT (value FOR measure IN (population_psi, population_ks_d)) AS u
 )
 SELECT

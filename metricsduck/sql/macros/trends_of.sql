@@ -1,6 +1,9 @@
 -- The rows of `trends` for the cohort-runs listed in the relation named `scope` (columns
 -- baseline_key, run_id); each trend still spans the last trend.window cohort-runs of its
 -- series, whatever `scope` holds.
+-- r2 and the relative change are compared with their thresholds with a tolerance of four
+-- ulps (4 * 2^-52, relatively), as KS D is: a series whose r2 is 1/2 exactly must not be flat
+-- or increasing depending on how its values round.
 CREATE OR REPLACE MACRO trends_of(scope) AS TABLE
 WITH series AS (
     SELECT
@@ -55,17 +58,27 @@ SELECT
     s.stage, s.view, s.target, s.symbol, f.baseline_key, f.metric, f.run_id, s.run_started_at,
     f.n_runs, f.slope, f.slope_per_day, f.intercept, f.r2, p.theil_sen_slope,
     f.first_value, f.last_value, f.mean,
+    f.direction,
+    coalesce(sm.good_direction, 'both') AS good_direction,
     CASE
-        WHEN f.r2 >= cfg.trend_min_r2
-         AND abs(f.slope) * (f.n_runs - 1) >= cfg.trend_min_rel_change * abs(f.mean)
-         AND f.slope > 0 THEN 'increasing'
-        WHEN f.r2 >= cfg.trend_min_r2
-         AND abs(f.slope) * (f.n_runs - 1) >= cfg.trend_min_rel_change * abs(f.mean)
-         AND f.slope < 0 THEN 'decreasing'
-        ELSE 'flat'
-    END AS direction
-FROM fits AS f
+        WHEN sm.good_direction = 'higher_is_better' AND f.direction = 'increasing' THEN 'improving'
+        WHEN sm.good_direction = 'higher_is_better' AND f.direction = 'decreasing' THEN 'degrading'
+        WHEN sm.good_direction = 'lower_is_better' AND f.direction = 'decreasing' THEN 'improving'
+        WHEN sm.good_direction = 'lower_is_better' AND f.direction = 'increasing' THEN 'degrading'
+    END AS assessment
+FROM (
+    SELECT
+        fits.*,
+        CASE
+            WHEN fits.r2 >= cfg.trend_min_r2 * (1 - 8.881784197001252e-16)
+             AND abs(fits.slope) * (fits.n_runs - 1)
+                 >= cfg.trend_min_rel_change * abs(fits.mean) * (1 - 8.881784197001252e-16)
+            THEN CASE WHEN fits.slope > 0 THEN 'increasing' WHEN fits.slope < 0 THEN 'decreasing' ELSE 'flat' END
+            ELSE 'flat'
+        END AS direction
+    FROM fits, settings_wide AS cfg
+) AS f
 JOIN series AS s ON s.baseline_key = f.baseline_key AND s.metric = f.metric AND s.run_id = f.run_id
 LEFT JOIN pairwise AS p
     ON p.baseline_key = f.baseline_key AND p.metric = f.metric AND p.run_id = f.run_id
-CROSS JOIN settings_wide AS cfg;
+LEFT JOIN settings_metrics AS sm ON sm.metric = f.metric;

@@ -1,7 +1,8 @@
 -- One row per cohort-run x baseline kind x distribution, with the statistics of
 -- two_sample_tests over the cohort-run's values (n) and its baseline's (m, pooled for
--- rolling). status: COMPARED, NO_DATA (a side has no finite value: psi, ks and tier are
--- NULL) or NO_BASELINE (no baseline of that kind yet; tier NULL).
+-- rolling). status: COMPARED, LOW_N or INCONCLUSIVE (tier OK; two_sample_tests says
+-- when), NO_DATA (a side has no finite value: psi, ks and tier are NULL) or NO_BASELINE
+-- (no baseline of that kind yet; tier NULL).
 -- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
 -- per reference inside the macros (the persisted catalog's sources are live globs).
 CREATE OR REPLACE VIEW drift_distribution AS

@@ -2,7 +2,9 @@
 -- or by delta where rel_delta is undefined; text compared for equality), NEW (OK),
 -- MISSING (present in the baseline, not now: WARN), KIND_CHANGED (WARN, ALERT if
 -- critical), NON_FINITE (a side is NaN/inf/None: OK if both are the same, else WARN or
--- ALERT if critical), NO_BASELINE (no baseline of that kind yet; tier NULL).
+-- ALERT if critical), NO_BASELINE (no baseline of that kind yet; tier NULL), IMPROVED (a
+-- number moved in its good_direction, drift.direction.<metric>, by as much as would be
+-- WARN or ALERT the other way: tier OK, the numbers kept).
 -- Thresholds per metric: drift.overrides.<metric> first, then the critical tiers for
 -- drift.critical_metrics, then the default tiers. rolling pools up to k runs:
 -- baseline_value is their mean, baseline_std their sample std, baseline_n how many values

@@ -1,7 +1,8 @@
 -- One row per run x stage x view x group x metric: PSI and KS (the definitions of
 -- drift_distribution, via two_sample_tests) of the metric's values across symbols
 -- (per target) or across targets, against the previous run of the same stage x view.
--- status: COMPARED, NO_DATA (a side has no finite value) or NO_BASELINE (first run).
+-- status: COMPARED, LOW_N or INCONCLUSIVE (tier OK; two_sample_tests says when), NO_DATA
+-- (a side has no finite value) or NO_BASELINE (first run).
 CREATE OR REPLACE VIEW population_drift AS
 WITH sized AS (
     SELECT
@@ -14,11 +15,11 @@ WITH sized AS (
 SELECT
     p.run_id, p.run_started_at, p.stage, p.view, p.target, p.baseline_run_id,
     sz.distribution AS metric, sz.n, sz.m,
-    t.psi, t.psi_bins, t.psi_critical, t.psi_significant, t.ks_d, t.ks_p,
-    t.psi_tier, t.ks_tier, t.tier, t.tier_rank,
+    t.psi, t.psi_bins, t.psi_critical, t.psi_significant, t.chi2, t.chi2_p, t.ks_d, t.ks_p,
+    t.ks_method, t.psi_tier, t.ks_tier, t.tier, t.tier_rank,
     CASE
         WHEN p.baseline_run_id IS NULL THEN 'NO_BASELINE'
-        WHEN sz.n > 0 AND sz.m > 0 THEN 'COMPARED'
+        WHEN sz.n > 0 AND sz.m > 0 THEN t.status
         ELSE 'NO_DATA'
     END AS status
 FROM sized AS sz
