@@ -7,7 +7,9 @@ whose inputs are unchanged, the rows computed since, and `drift_computed` for th
 A cohort-run's drift depends on its own sidecars, those of the earlier cohort-runs of its
 baseline key, the marks of those earlier runs (their verdicts choose its last_good_run),
 and the definition of `drift_computed` with the settings it reads
-(`catalog.cache_key`): its fingerprint hashes all of them (`cache_fingerprints`). Editing
+(`catalog.cache_key`); its q_values depend on those of every cohort-run of its run x stage
+(the Benjamini-Hochberg family). Its fingerprint hashes all of them (`cache_fingerprints`),
+so the cohort-runs of a run x stage are cached, and go stale, together. Editing
 a trend or rollup view, or a `trend.*` setting, leaves every cached drift row valid; it
 changes `outputs_key`, the cache key of the definitions behind the trend and rollup files,
 which the drift index records per cohort-run, so `refresh` redoes those runs' files.
@@ -95,8 +97,12 @@ def bind_drift(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, catalog: Cata
         "cs.baseline_key ORDER BY cs.ordinal ROWS UNBOUNDED PRECEDING) AS h, "
         "coalesce(sum(hash(cs.run_id, cs.effective_good)) OVER (PARTITION BY cs.baseline_key ORDER BY cs.ordinal "
         "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS m "
-        "FROM cohort_status AS cs LEFT JOIN files AS f USING (baseline_key, run_id)) "
-        "SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint FROM cumulative", [key])
+        "FROM cohort_status AS cs LEFT JOIN files AS f USING (baseline_key, run_id)), "
+        "own AS (SELECT baseline_key, run_id, md5(concat_ws('|', ?, m, h)) AS fingerprint FROM cumulative) "
+        # and those of every cohort-run of its run x stage, whose KS p-values its q_value reads
+        "SELECT o.baseline_key, o.run_id, md5(concat_ws('|', o.fingerprint, sum(hash(o.fingerprint)) "
+        "OVER (PARTITION BY o.run_id, cr.stage))) AS fingerprint "
+        "FROM own AS o JOIN cohort_runs AS cr USING (baseline_key, run_id)", [key])
     if not snapshot.use_cache:
         return False
     create_from(con, "cache_drift", located(snapshot, snapshot.drift),

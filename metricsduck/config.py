@@ -143,6 +143,12 @@ SPEC: dict[str, Any] = {
         "min_samples": _int(1),
         # ks_exact_p_of counts lattice paths in doubles: finite up to n * m = 250,000
         "ks_exact_max": _int(0, 250_000),
+        "fdr_q": _number(0, 1),  # 0: off
+        # distances, tiered only where set (0: reported, not tiered)
+        "wasserstein_warn": _number(),
+        "wasserstein_threshold": _number(),
+        "js_warn": _number(0, 1),
+        "js_threshold": _number(0, 1),
         "psi_bins": _int(2, 1000),
         "psi_epsilon": _number(0, 1, open_low=True, open_high=True),
         "tiers": {
@@ -338,7 +344,11 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def _check_consistency(values: Mapping[str, Any], where: str) -> None:
     drift, trend = values["drift"], values["trend"]
-    for warn, alert in (("psi_warn", "psi_threshold"), ("ks_warn", "ks_threshold")):
+    pairs = [("psi_warn", "psi_threshold"), ("ks_warn", "ks_threshold")]
+    # a distance tier that is off (0) on one side bounds nothing
+    pairs += [(w, a) for w, a in (("wasserstein_warn", "wasserstein_threshold"), ("js_warn", "js_threshold"))
+              if drift[w] > 0 and drift[a] > 0]
+    for warn, alert in pairs:
         if drift[warn] > drift[alert]:
             raise ConfigError(
                 f"{where}.drift.{warn} ({drift[warn]}) is above {where}.drift.{alert} "

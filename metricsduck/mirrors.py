@@ -32,7 +32,7 @@ _METRIC_FIELDS = (
 )
 _DISTRIBUTION_FIELDS = (
     "status", "tier", "n", "m", "psi", "psi_critical", "psi_significant", "chi2", "chi2_p", "ks_d",
-    "ks_p", "ks_method", "psi_tier", "ks_tier",
+    "ks_p", "ks_method", "q_value", "wasserstein", "js_distance", "psi_tier", "ks_tier", "distance_tier",
 )
 
 

@@ -130,6 +130,16 @@ def _tier_counts(drift: duckdb.DuckDBPyRelation) -> list[tuple[Any, ...]]:
         f"ORDER BY {KIND_ORDER}, baseline_kind, item_kind")
 
 
+# Statuses whose tier is OK on purpose (docs/design.md §5.1, §5.4): what the tiers held back.
+HELD_BACK = (("IMPROVED", "improved"), ("INCONCLUSIVE", "inconclusive"), ("LOW_N", "too few values"))
+
+
+def _held_back(drift: duckdb.DuckDBPyRelation) -> dict[str, int]:
+    """Items (over every baseline kind) per status that keeps a changed item at tier OK."""
+    return dict(_rows(drift, "SELECT status, count(DISTINCT (baseline_key, item_kind, item)) FROM d "
+                             f"WHERE status IN ({', '.join(repr(s) for s, _ in HELD_BACK)}) GROUP BY status"))
+
+
 def _sanity(store: Store, run_id: str) -> list[tuple[Any, ...]]:
     """Cohort-runs x baseline kinds whose baseline is not a clean comparison."""
     return store.con.sql(
@@ -530,7 +540,7 @@ def _node_html(node: Node) -> str:
 
 def _summary_html(run: tuple[Any, ...], tree: Node, counts: list[tuple[Any, ...]],
                   sanity: list[tuple[Any, ...]], trend_counts: list[tuple[Any, ...]],
-                  bad_files: int) -> str:
+                  bad_files: int, held: dict[str, int]) -> str:
     run_id, started, cohort_runs, stages, ordinal, total_runs = run
     worst = _tier(tree.worst_rank)
     mismatches = sum(c for status, _, _, c in sanity if status == "FINGERPRINT_MISMATCH")
@@ -539,7 +549,8 @@ def _summary_html(run: tuple[Any, ...], tree: Node, counts: list[tuple[Any, ...]
              ("Run of tree", f"{ordinal} of {total_runs}"), ("Cohort-runs", str(cohort_runs)),
              ("Stages", str(stages)), ("Worst tier", _pill(worst)),
              ("Fingerprint mismatches", str(mismatches)), ("Trends", trends),
-             ("Skipped files", str(bad_files))]
+             ("Skipped files", str(bad_files)),
+             ("Tier OK on purpose (items)", ", ".join(f"{held.get(s, 0)} {label}" for s, label in HELD_BACK))]
     out = ['<section id="summary"><h2>Run summary</h2><div class="cards">']
     out += [f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in cards]
     out.append('</div><h3>Drift rows per tier and baseline kind</h3><table class="tier-counts"><tr>'
@@ -678,7 +689,7 @@ def render_report(store: Store, run: str = "latest", *, top: int = TOP_DEFAULT) 
         '<header><h1>Drift report</h1><p class="sub">metricsduck · run '
         f'<span class="mono">{esc(run_id)}</span> · started {_when(info[1])}</p></header>',
         _summary_html(info, tree, _tier_counts(drift), _sanity(store, run_id), trend_counts,
-                      len(store.bad_files())),
+                      len(store.bad_files()), _held_back(drift)),
         '<section id="drilldown"><h2>Stage → view → target → symbol</h2><p class="sub">Worst tier of each '
         "node over every baseline kind; open a node for its WARN and ALERT items (– : OK or no tier).</p>",
         "".join(_node_html(child) for child in _worst_first(tree.children.values())),

@@ -66,8 +66,10 @@ def ks_p_exact(d: float, n: int, m: int) -> float:
     from scipy.stats._stats_py import _attempt_exact_2kssamp
 
     ok, _, p = _attempt_exact_2kssamp(n, m, math.gcd(n, m), d, "two-sided")
-    assert ok, (n, m, d)
-    return float(p)
+    # scipy gives up (and switches to its asymptotic p) when rounding puts p a hair above 1,
+    # as it does for n = m = 5, D = 1/5 (1.0000000000000002): the exact p is then 1
+    assert ok or 1 < p < 1 + 1e-12, (n, m, d, p)
+    return min(float(p), 1.0)
 
 
 def ks_p_any(d: float, n: int, m: int, exact_max: int) -> tuple[float, str]:
@@ -92,23 +94,53 @@ def effect_tier(value: float, warn: float, alert: float) -> str:
     return "ALERT" if value >= alert else "WARN" if value >= warn else "OK"
 
 
-def decide(psi: float, chi2_p: float, d: float, ks_p: float, n: int, m: int, cfg: dict) -> dict:
-    """psi_tier, ks_tier, tier and status of a distribution comparison (docs/design.md §5.4):
-    an effect tiers only with its evidence; LOW_N below min_samples; INCONCLUSIVE when an
+def wasserstein_over_std(cur, base) -> float | None:
+    """scipy's Wasserstein-1 distance over the baseline's population std (None when it is 0)."""
+    spread = float(np.std(base))
+    return float(scipy.stats.wasserstein_distance(cur, base)) / spread if spread > 0 else None
+
+
+def js_distance(cur_share, base_share) -> float:
+    """scipy's Jensen-Shannon distance (natural log) of two share vectors."""
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(cur_share, base_share))
+
+
+def optional_tier(value: float | None, warn: float, alert: float) -> str:
+    """A distance's tier: a bound of 0 is off."""
+    if value is not None and alert > 0 and value >= alert:
+        return "ALERT"
+    if value is not None and warn > 0 and value >= warn:
+        return "WARN"
+    return "OK"
+
+
+def decide(psi: float, chi2_p: float, d: float, ks_p: float, n: int, m: int, cfg: dict,
+           wasserstein: float | None = None, js: float | None = None) -> dict:
+    """psi_tier, ks_tier, distance_tier, tier and status of a distribution comparison
+    (docs/design.md §5.4): an effect tiers only with its evidence (PSI and JS with the
+    chi-square, KS D and Wasserstein with KS); LOW_N below min_samples; INCONCLUSIVE when an
     effect reaches WARN without its evidence."""
     low_n = min(n, m) < cfg["min_samples"]
     psi_effect = effect_tier(psi, cfg["psi_warn"], cfg["psi_threshold"])
     ks_effect = effect_tier(d, cfg["ks_warn"], cfg["ks_threshold"])
-    psi_tier = psi_effect if chi2_p < cfg["psi_alpha"] and not low_n else "OK"
-    ks_tier = ks_effect if ks_p < cfg["ks_alpha"] and not low_n else "OK"
-    tier = worse(psi_tier, ks_tier)
+    w_effect = optional_tier(wasserstein, cfg.get("wasserstein_warn", 0), cfg.get("wasserstein_threshold", 0))
+    js_effect = optional_tier(js, cfg.get("js_warn", 0), cfg.get("js_threshold", 0))
+    chi2_evidence = chi2_p < cfg["psi_alpha"] and not low_n
+    ks_evidence = ks_p < cfg["ks_alpha"] and not low_n
+    psi_tier = psi_effect if chi2_evidence else "OK"
+    ks_tier = ks_effect if ks_evidence else "OK"
+    distance_tier = worse(w_effect if ks_evidence else "OK", js_effect if chi2_evidence else "OK")
+    tier = worse(worse(psi_tier, ks_tier), distance_tier)
     if low_n:
         status = "LOW_N"
-    elif tier == "OK" and worse(psi_effect, ks_effect) != "OK":
+    elif tier == "OK" and any(e != "OK" for e in (psi_effect, ks_effect, w_effect, js_effect)):
         status = "INCONCLUSIVE"
     else:
         status = "COMPARED"
-    return {"psi_tier": psi_tier, "ks_tier": ks_tier, "tier": tier, "status": status}
+    return {"psi_tier": psi_tier, "ks_tier": ks_tier, "distance_tier": distance_tier, "tier": tier,
+            "status": status}
 
 
 def worse(a: str, b: str) -> str:

@@ -133,3 +133,19 @@ def test_documentation_edits_invalidate_nothing(tree, sql_dir):
     with open_store() as store:
         assert store.snapshot.stale == 0
         assert stale_runs(store) == []
+
+
+def test_a_new_cohort_in_a_run_makes_that_run_and_stage_stale_and_nothing_else(tree):
+    # q_value is Benjamini-Hochberg over a run x stage x baseline kind: a cohort added to run01
+    # changes the family of every cohort-run of run01's stage, and no other run's drift.
+    from test_cache import STAGE, write_cohort
+
+    root, open_store, _ = tree
+    with open_store() as store:
+        in_run = store.sql("SELECT count(*) FROM cohort_runs WHERE run_id = 'run01' AND stage = ?",
+                           params=[STAGE]).fetchall()[0][0]
+    write_cohort(root, np.random.default_rng(5), 1, ("CROSS_SECTIONAL", "t_new", None))
+    with open_store() as store:
+        assert store.snapshot.stale == in_run + 1
+        assert store.sql("SELECT DISTINCT run_id FROM cache_stale").fetchall() == [("run01",)]
+        assert stale_runs(store) == ["run01"]

@@ -35,7 +35,7 @@ def test_defaults_are_the_documented_values():
     assert (drift["psi_threshold"], drift["psi_warn"], drift["ks_threshold"], drift["ks_warn"],
             drift["ks_alpha"], drift["psi_alpha"], drift["min_samples"], drift["ks_exact_max"],
             drift["psi_bins"], drift["psi_epsilon"]) == (
-        0.2, 0.1, 0.1, 0.05, 0.025, 0.025, 20, 10_000, 10, 1e-4)
+        0.2, 0.1, 0.1, 0.05, 0.02, 0.02, 20, 10_000, 10, 1e-4)
     assert drift["tiers"] == {
         "relative": [0.05, 0.20], "absolute": [0.01, 0.10],
         "critical_relative": [0.01, 0.03], "critical_absolute": [0.001, 0.01],

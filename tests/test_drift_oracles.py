@@ -30,10 +30,12 @@ from oracles import (
     chi2_bins,
     decide,
     effect_tier,
+    js_distance,
     ks_p_any,
     ks_p_oracle,
     ks_statistic,
     psi_oracle,
+    wasserstein_over_std,
 )
 
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=timezone.utc)
@@ -45,13 +47,14 @@ MEASURED = ("COMPARED", "LOW_N", "INCONCLUSIVE")
 # docs/design.md §5 defaults (the packaged config must agree; a custom YAML overrides them below).
 DEFAULTS = {
     "psi_bins": 10, "psi_epsilon": 1e-4, "psi_warn": 0.1, "psi_threshold": 0.2,
-    "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.025, "psi_alpha": 0.025, "min_samples": 20,
+    "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.02, "psi_alpha": 0.02, "min_samples": 20,
     "ks_exact_max": 10_000, "rolling_window_k": 10,
 }
 CUSTOM = {
     "psi_bins": 3, "psi_epsilon": 1e-3, "psi_warn": 0.02, "psi_threshold": 0.05,
     "ks_warn": 0.08, "ks_threshold": 0.25, "ks_alpha": 0.3, "psi_alpha": 0.2, "min_samples": 3,
-    "ks_exact_max": 500, "rolling_window_k": 2,
+    "ks_exact_max": 500, "rolling_window_k": 2, "wasserstein_warn": 0.3, "wasserstein_threshold": 0.6,
+    "js_threshold": 0.2,
 }
 CUSTOM_YAML = """
 safety:
@@ -69,6 +72,9 @@ safety:
       psi_alpha: 0.2
       min_samples: 3
       ks_exact_max: 500
+      wasserstein_warn: 0.3
+      wasserstein_threshold: 0.6
+      js_threshold: 0.2
 """
 
 
@@ -114,9 +120,11 @@ def expected_rows(tree: dict, cfg: dict) -> dict:
                         p, method = ks_p_any(d, cur.size, base.size, cfg["ks_exact_max"])
                         critical = chi2_95_wilson_hilferty(psi["bins"] - 1) * (1 / cur.size + 1 / base.size)
                         chi2, chi2_p = chi2_bins(psi["cur_counts"], psi["base_counts"])
+                        w = wasserstein_over_std(cur, base)
+                        js = js_distance(psi["cur_share"], psi["base_share"])
                         row.update(psi=psi, ks_d=d, ks_p=p, ks_method=method, psi_critical=critical,
-                                   chi2=chi2, chi2_p=chi2_p,
-                                   **decide(psi["psi"], chi2_p, d, p, cur.size, base.size, cfg))
+                                   chi2=chi2, chi2_p=chi2_p, wasserstein=w, js_distance=js,
+                                   **decide(psi["psi"], chi2_p, d, p, cur.size, base.size, cfg, w, js))
                     out[(key, run["run_id"], kind, dist)] = row
     return out
 
@@ -217,6 +225,11 @@ PINNED = {
     "ks_p_clamped": (np.arange(20.0), np.arange(20.0) + 1),
     # n = m = 8, D = 3/8: where the asymptotic p is 0.14 below the exact one
     "ks_exact_8": (np.arange(8.0), np.arange(8.0) + 3),
+    # 0..39 moved up by 4: W1 = 4 exactly, over the baseline's std sqrt((40^2 - 1) / 12)
+    "pin_w1": (np.arange(40.0), np.arange(40.0) + 4),
+    # a constant baseline and a downward shift: every value lands in the lowest bin on both
+    # sides, so PSI is 0 and W1 has no spread to scale by; KS (D = 1) sees it
+    "const_down": (np.full(40, 3.0), np.full(40, 2.0)),
 }
 LN3_TENTH = 0.10986122886681
 LN2_TENTH = 0.0693147181
@@ -364,6 +377,12 @@ def check_distribution_rows(snap: Snapshot) -> None:
         assert row["chi2"] == pytest.approx(exp["chi2"], rel=1e-10, abs=1e-12), key
         assert abs(row["chi2_p"] - exp["chi2_p"]) <= 1e-10, key
         assert row["psi_significant"] == (exp["chi2_p"] < snap.cfg["psi_alpha"]), key
+        if exp["wasserstein"] is None:
+            assert row["wasserstein"] is None, key
+        else:
+            assert row["wasserstein"] == pytest.approx(exp["wasserstein"], rel=1e-9, abs=1e-12), key
+        assert row["js_distance"] == pytest.approx(exp["js_distance"], rel=1e-9, abs=1e-9), key
+        assert row["distance_tier"] == exp["distance_tier"], key
         assert (row["psi_tier"], row["ks_tier"], row["tier"]) == (exp["psi_tier"], exp["ks_tier"], exp["tier"]), key
         assert row["current_view"] == row["baseline_view"] == VIEW
     assert compared > 20
@@ -535,6 +554,61 @@ def test_ks_tiers_include_their_boundaries(default_tree):
     assert exact["ks_p"] < 0.05 and exact["ks_tier"] == "ALERT"
 
 
+# --- false discoveries (docs/design.md §5.4) ------------------------------------------------------
+
+Q_QUERY = ("SELECT run_id, stage, baseline_kind, baseline_key, item, ks_p, q_value, tier, status FROM drift "
+           "WHERE item_kind = 'distribution' ORDER BY ALL")
+
+
+def test_q_values_are_benjamini_hochberg_over_each_run_stage_and_kind(default_tree):
+    families: dict = {}
+    for row in fetch(default_tree.store, Q_QUERY):
+        families.setdefault((row["run_id"], row["stage"], row["baseline_kind"]), []).append(row)
+    checked = 0
+    for members in families.values():
+        assert all(r["q_value"] is None for r in members if r["ks_p"] is None)
+        tested = [r for r in members if r["ks_p"] is not None]
+        if tested:
+            want = scipy.stats.false_discovery_control([r["ks_p"] for r in tested], method="bh")
+            assert [r["q_value"] for r in tested] == pytest.approx(list(want), rel=1e-12, abs=1e-15)
+            checked += len(tested)
+    assert checked > 200 and max(len(m) for m in families.values()) > 20
+    assert any(r["q_value"] < 0.05 for m in families.values() for r in m if r["q_value"] is not None)
+
+
+def test_fdr_q_caps_the_tier_of_rows_whose_q_value_exceeds_it(default_tree, tmp_path):
+    config = tmp_path / "fdr.yaml"
+    config.write_text("safety:\n  telemetry:\n    drift:\n      fdr_q: 0.01\n")
+    plain = {(r["run_id"], r["baseline_kind"], r["baseline_key"], r["item"]): r
+             for r in fetch(default_tree.store, Q_QUERY)}
+    with metricsduck.connect(default_tree.store.root, config=load_config(config)) as store:
+        gated = {(r["run_id"], r["baseline_kind"], r["baseline_key"], r["item"]): r for r in fetch(store, Q_QUERY)}
+    assert set(gated) == set(plain)
+    capped = 0
+    for key, row in plain.items():
+        if row["tier"] in ("WARN", "ALERT") and row["q_value"] > 0.01:
+            assert (gated[key]["tier"], gated[key]["status"]) == ("OK", "INCONCLUSIVE"), key
+            capped += 1
+        else:
+            assert (gated[key]["tier"], gated[key]["status"]) == (row["tier"], row["status"]), key
+        assert gated[key]["q_value"] == row["q_value"]
+    assert capped > 0 and any(r["tier"] == "ALERT" for r in gated.values())
+
+
+def test_distances_pinned_values(default_tree):
+    row = default_tree.row("pin_w1")
+    assert row["wasserstein"] == pytest.approx(4 / math.sqrt((40**2 - 1) / 12), rel=1e-12)
+    assert row["distance_tier"] == "OK"  # reported, not tiered by default
+    down = default_tree.row("const_down")
+    assert (down["psi"], down["wasserstein"], down["ks_d"]) == (0.0, None, 1.0)
+    assert (down["ks_tier"], down["tier"], down["status"]) == ("ALERT", "ALERT", "COMPARED")
+    ln3 = default_tree.row("pin_psi_ln3")  # shares (.05, .05, .1 x 6, .15, .15) against .1 x 10
+    cur, base = np.array([.05, .05] + [.1] * 6 + [.15, .15]), np.full(10, .1)
+    mid = (cur + base) / 2
+    assert ln3["js_distance"] == pytest.approx(
+        math.sqrt(0.5 * np.sum(cur * np.log(cur / mid)) + 0.5 * np.sum(base * np.log(base / mid))), rel=1e-12)
+
+
 # --- NO_DATA ------------------------------------------------------------------------------------
 
 def test_a_side_without_finite_values_gives_a_no_data_row(default_tree):
@@ -598,6 +672,8 @@ def test_custom_bins_epsilon_window_and_thresholds_from_yaml(custom_tree):
     assert {v["status"] for v in compared} >= {"LOW_N", "COMPARED"}
     assert min(v["n"] for v in compared if v["status"] != "LOW_N") == 3
     assert {v["ks_method"] for v in compared if v["n"] * v["m"] > 500} == {"asymptotic"}
+    # the distance tiers are set here: they tier, with their evidence
+    assert {v["distance_tier"] for v in compared} == {"OK", "WARN", "ALERT"}
 
 
 # --- property: arbitrary small float lists ---------------------------------------------------------

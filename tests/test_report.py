@@ -144,6 +144,13 @@ def test_summary_counts_equal_the_drift_view(demo) -> None:
     text = demo[2]
     assert f'<div class="k">Cohort-runs</div><div class="v">{cohort_runs}</div>' in text
     assert f'<div class="k">Fingerprint mismatches</div><div class="v">{mismatches}</div>' in text
+    # the items whose tier is OK on purpose: the demo's improvement (two metrics) and the
+    # distributions with fewer than min_samples values
+    held = dict(sql(store, "SELECT status, count(DISTINCT (baseline_key, item_kind, item)) FROM drift "
+                           "WHERE run_id = $run GROUP BY status", {"run": run_id}))
+    assert held["IMPROVED"] == 2 and held["LOW_N"] > 0
+    assert (f'<div class="k">Tier OK on purpose (items)</div><div class="v">{held["IMPROVED"]} improved, '
+            f'{held.get("INCONCLUSIVE", 0)} inconclusive, {held["LOW_N"]} too few values</div>') in text
     assert f"<title>Drift report · {run_id}</title>" in text
 
 

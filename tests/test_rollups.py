@@ -55,7 +55,7 @@ PREFIX = "telemetry"
 CONFIG_YAML = "safety:\n  telemetry:\n    trend:\n      min_runs: 3\n"
 # docs/design.md §5 defaults, used by population drift too
 DRIFT = {"psi_bins": 10, "psi_epsilon": 1e-4, "psi_warn": 0.1, "psi_threshold": 0.2,
-         "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.025, "psi_alpha": 0.025,
+         "ks_warn": 0.05, "ks_threshold": 0.1, "ks_alpha": 0.02, "psi_alpha": 0.02,
          "min_samples": 20, "ks_exact_max": 10_000}
 MEASURED = ("COMPARED", "LOW_N", "INCONCLUSIVE")  # the statuses with numbers
 

@@ -41,7 +41,8 @@ compared AS (
         ps.baseline_run_id, ps.baseline_runs, ps.baseline_view, ps.sanity_status,
         ps.fingerprint_diff,
         t.psi, t.psi_bins, t.psi_critical, t.psi_significant, t.chi2, t.chi2_p,
-        t.ks_d, t.ks_p, t.ks_method, t.psi_tier, t.ks_tier, t.tier, t.tier_rank,
+        t.ks_d, t.ks_p, t.ks_method, t.wasserstein, t.js_distance, t.psi_tier, t.ks_tier,
+        t.distance_tier, t.tier, t.tier_rank,
         CASE WHEN sz.n > 0 AND sz.m > 0 THEN t.status ELSE 'NO_DATA' END AS status
     FROM sized AS sz
     JOIN query_table(summary) AS ps ON ps.pair_id = sz.pair_id
@@ -53,6 +54,7 @@ compared AS (
         s.baseline_key, s.run_id, mb.baseline_kind, s.distribution, count(s.value), 0,
         NULL, 0, NULL, NULL, NULL,
         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL,
         'NO_BASELINE'
     FROM query_table(sample_rows) AS s
     JOIN query_table(missing) AS mb ON mb.baseline_key = s.baseline_key AND mb.run_id = s.run_id
@@ -62,7 +64,8 @@ SELECT
     cr.stage, cr.view, cr.target, cr.symbol, c.baseline_key, c.run_id, cr.run_started_at,
     cr.cohort_id, c.baseline_kind, c.baseline_run_id, c.baseline_runs,
     c.distribution, c.n, c.m, c.psi, c.psi_bins, c.psi_critical, c.psi_significant,
-    c.chi2, c.chi2_p, c.ks_d, c.ks_p, c.ks_method, c.psi_tier, c.ks_tier, c.tier, c.tier_rank,
+    c.chi2, c.chi2_p, c.ks_d, c.ks_p, c.ks_method, c.wasserstein, c.js_distance, c.psi_tier,
+    c.ks_tier, c.distance_tier, c.tier, c.tier_rank,
     c.status,
     cr.view AS current_view, c.baseline_view, c.sanity_status, c.fingerprint_diff
 FROM compared AS c

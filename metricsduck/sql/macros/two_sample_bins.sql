@@ -10,12 +10,18 @@
 -- pair_id x distribution x bin, only where both sides have values; shares are count / n
 -- (m), and contribution = (p_cur - p_base) * ln(p_cur / p_base) with both shares floored
 -- at drift.psi_epsilon (not renormalised). Drift and population drift both use it.
+-- wasserstein is the Wasserstein-1 distance between the two samples (the area between the
+-- ECDFs: the sum over the walk of |F_cur - F_base| times the gap to the next value), divided
+-- by the baseline's population standard deviation (NULL when that is 0):
+-- scipy.stats.wasserstein_distance(cur, base) / numpy.std(base).
 CREATE OR REPLACE MACRO two_sample_bins(source) AS TABLE
 WITH walks AS (
     -- per comparison with finite values on both sides: all its values in one sorted list
     SELECT
         pair_id, distribution,
-        list({'value': value, 'current': side = 'current'} ORDER BY value) AS walk,
+        -- equal values in a fixed order (the side breaks the tie): W1 sums its terms per side,
+        -- so the side holding the last of a run of ties must not vary from query to query
+        list({'value': value, 'current': side = 'current'} ORDER BY value, side) AS walk,
         count(*) FILTER (WHERE side = 'current') AS n,
         count(*) FILTER (WHERE side = 'baseline') AS m
     FROM query_table(source)
@@ -49,6 +55,25 @@ ks AS (
                 CASE WHEN baseline_at[k] = n + m OR walk[baseline_at[k] + 1].value <> walk[baseline_at[k]].value
                      THEN abs((baseline_at[k] - k) * m - k * n) ELSE 0 END))
         ) AS DOUBLE) / (n * m) AS ks_d
+    FROM sides
+),
+wasserstein AS (
+    -- the gap after each walk position times |F_cur - F_base| there, read off the walk as KS
+    -- is: the k-th value of a side at position i has k of its side and i - k of the other at
+    -- or below it (inside a run of equal values the gap is 0)
+    SELECT
+        pair_id, distribution,
+        (list_sum(list_transform(range(1, n + 1), lambda k:
+            CASE WHEN current_at[k] < n + m
+                 THEN abs(k / n - (current_at[k] - k) / m)
+                      * (walk[current_at[k] + 1].value - walk[current_at[k]].value)
+                 ELSE 0 END))
+         + list_sum(list_transform(range(1, m + 1), lambda k:
+            CASE WHEN baseline_at[k] < n + m
+                 THEN abs((baseline_at[k] - k) / n - k / m)
+                      * (walk[baseline_at[k] + 1].value - walk[baseline_at[k]].value)
+                 ELSE 0 END)))
+        / nullif(list_aggregate(baseline_values, 'stddev_pop'), 0) AS wasserstein
     FROM sides
 ),
 quantiles AS (
@@ -107,7 +132,7 @@ bins AS (
 shares AS (
     SELECT
         bins.pair_id, bins.distribution, bins.bin,
-        bins.lower_edge, bins.upper_edge, s.n, s.m, ks.ks_d,
+        bins.lower_edge, bins.upper_edge, s.n, s.m, ks.ks_d, w.wasserstein,
         bins.baseline_count, bins.current_count,
         bins.baseline_count / s.m AS baseline_share,
         bins.current_count / s.n AS current_share
@@ -116,6 +141,8 @@ shares AS (
         ON s.pair_id = bins.pair_id AND s.distribution = bins.distribution
     JOIN ks
         ON ks.pair_id = bins.pair_id AND ks.distribution = bins.distribution
+    LEFT JOIN wasserstein AS w
+        ON w.pair_id = bins.pair_id AND w.distribution = bins.distribution
 )
 SELECT
     sh.*,

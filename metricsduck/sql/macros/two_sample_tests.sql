@@ -10,9 +10,14 @@
 -- clamped to [0, 1] and 1 when lambda < 0.2; ks_method says which.
 -- Also reported: psi_critical = chi2(0.95, bins - 1) * (1/n + 1/m) (Wilson-Hilferty), PSI's
 -- own asymptotic cut, which floored empty bins break at small n: tiers do not use it.
+-- Distances: wasserstein (two_sample_bins: W1 over the baseline's standard deviation) and
+-- js_distance, the Jensen-Shannon distance of the bins' unfloored shares, natural log
+-- (scipy.spatial.distance.jensenshannon). They tier only where configured
+-- (drift.wasserstein_warn / wasserstein_threshold, drift.js_warn / js_threshold; 0 = not
+-- tiered), W1 with KS's evidence and JS with the chi-square's: distance_tier.
 -- Tiers need both: psi_tier is psi against drift.psi_warn / psi_threshold where
 -- chi2_p < drift.psi_alpha (psi_significant), ks_tier is ks_d against drift.ks_warn /
--- ks_threshold where ks_p < drift.ks_alpha; tier is the worse of the two, so no-change
+-- ks_threshold where ks_p < drift.ks_alpha; tier is the worst of the three, so no-change
 -- comparisons are flagged at most psi_alpha + ks_alpha of the time. status: LOW_N (tier
 -- OK) when a side has fewer than drift.min_samples values, INCONCLUSIVE (tier OK) when an
 -- effect reaches WARN without its evidence, else COMPARED.
@@ -30,9 +35,16 @@ WITH per_pair AS (
                 + pow(baseline_count - (current_count + baseline_count) * m / (n + m), 2)
                     / ((current_count + baseline_count) * m / (n + m))
             END ORDER BY bin) AS chi2,
+        -- Jensen-Shannon divergence: half of each side's KL divergence from the mean shares
+        sum(CASE WHEN current_share > 0
+                 THEN 0.5 * current_share * ln(current_share / ((current_share + baseline_share) / 2)) ELSE 0 END
+            + CASE WHEN baseline_share > 0
+                   THEN 0.5 * baseline_share * ln(baseline_share / ((current_share + baseline_share) / 2)) ELSE 0 END
+            ORDER BY bin) AS js_divergence,
         any_value(n) AS n,
         any_value(m) AS m,
-        any_value(ks_d) AS ks_d
+        any_value(ks_d) AS ks_d,
+        any_value(wasserstein) AS wasserstein
     FROM two_sample_bins(source)
     GROUP BY pair_id, distribution
 ),
@@ -65,7 +77,8 @@ exact_triples AS (
 ),
 measured AS (
     SELECT
-        k.pair_id, k.distribution, k.n, k.m, k.psi, k.bins, k.ks_d, k.chi2,
+        k.pair_id, k.distribution, k.n, k.m, k.psi, k.bins, k.ks_d, k.chi2, k.wasserstein,
+        sqrt(greatest(k.js_divergence, 0.0)) AS js_distance,
         chi2_sf(k.chi2, k.filled_bins - 1) AS chi2_p,
         coalesce(e.p, a.ks_p) AS ks_p,
         CASE WHEN e.p IS NULL THEN 'asymptotic' ELSE 'exact' END AS ks_method
@@ -83,26 +96,40 @@ effects AS (
         me.ks_p < cfg.ks_alpha AS ks_significant,
         least(me.n, me.m) < cfg.min_samples AS low_n,
         tier_of(me.psi, cfg.psi_warn, cfg.psi_threshold) AS psi_effect,
-        tier_of(me.ks_d, cfg.ks_warn, cfg.ks_threshold) AS ks_effect
+        tier_of(me.ks_d, cfg.ks_warn, cfg.ks_threshold) AS ks_effect,
+        CASE WHEN me.wasserstein >= cfg.wasserstein_threshold AND cfg.wasserstein_threshold > 0 THEN 'ALERT'
+             WHEN me.wasserstein >= cfg.wasserstein_warn AND cfg.wasserstein_warn > 0 THEN 'WARN'
+             ELSE 'OK'
+        END AS wasserstein_effect,
+        CASE WHEN me.js_distance >= cfg.js_threshold AND cfg.js_threshold > 0 THEN 'ALERT'
+             WHEN me.js_distance >= cfg.js_warn AND cfg.js_warn > 0 THEN 'WARN'
+             ELSE 'OK'
+        END AS js_effect
     FROM measured AS me, settings_wide AS cfg
 ),
 tiered AS (
     SELECT
         *,
         CASE WHEN psi_significant AND NOT low_n THEN psi_effect ELSE 'OK' END AS psi_tier,
-        CASE WHEN ks_significant AND NOT low_n THEN ks_effect ELSE 'OK' END AS ks_tier
+        CASE WHEN ks_significant AND NOT low_n THEN ks_effect ELSE 'OK' END AS ks_tier,
+        CASE greatest(
+            CASE WHEN ks_significant AND NOT low_n THEN tier_rank(wasserstein_effect) ELSE 0 END,
+            CASE WHEN psi_significant AND NOT low_n THEN tier_rank(js_effect) ELSE 0 END)
+            WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' ELSE 'ALERT'
+        END AS distance_tier
     FROM effects
 )
 SELECT
     pair_id, distribution, n, m, psi, bins AS psi_bins, psi_critical, psi_significant,
-    chi2, chi2_p, ks_d, ks_p, ks_method, psi_tier, ks_tier,
-    CASE greatest(tier_rank(psi_tier), tier_rank(ks_tier))
+    chi2, chi2_p, ks_d, ks_p, ks_method, wasserstein, js_distance, psi_tier, ks_tier, distance_tier,
+    CASE greatest(tier_rank(psi_tier), tier_rank(ks_tier), tier_rank(distance_tier))
         WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' WHEN 2 THEN 'ALERT'
     END AS tier,
-    greatest(tier_rank(psi_tier), tier_rank(ks_tier)) AS tier_rank,
+    greatest(tier_rank(psi_tier), tier_rank(ks_tier), tier_rank(distance_tier)) AS tier_rank,
     CASE
         WHEN low_n THEN 'LOW_N'
-        WHEN psi_tier = 'OK' AND ks_tier = 'OK' AND (psi_effect <> 'OK' OR ks_effect <> 'OK')
+        WHEN psi_tier = 'OK' AND ks_tier = 'OK' AND distance_tier = 'OK'
+         AND list_has_any([psi_effect, ks_effect, wasserstein_effect, js_effect], ['WARN', 'ALERT'])
             THEN 'INCONCLUSIVE'
         ELSE 'COMPARED'
     END AS status

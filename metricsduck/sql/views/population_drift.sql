@@ -16,7 +16,8 @@ SELECT
     p.run_id, p.run_started_at, p.stage, p.view, p.target, p.baseline_run_id,
     sz.distribution AS metric, sz.n, sz.m,
     t.psi, t.psi_bins, t.psi_critical, t.psi_significant, t.chi2, t.chi2_p, t.ks_d, t.ks_p,
-    t.ks_method, t.psi_tier, t.ks_tier, t.tier, t.tier_rank,
+    t.ks_method, t.wasserstein, t.js_distance, t.psi_tier, t.ks_tier, t.distance_tier, t.tier,
+    t.tier_rank,
     CASE
         WHEN p.baseline_run_id IS NULL THEN 'NO_BASELINE'
         WHEN sz.n > 0 AND sz.m > 0 THEN t.status
