@@ -394,7 +394,7 @@ def drift(store: Store, fmt: str | None, output: str | None, columns: tuple[str,
 
 
 TREND_TABLE_COLUMNS = (
-    "run_id", "view", "target", "symbol", "metric", "n_runs", "direction", "slope", "r2",
+    "run_id", "view", "target", "symbol", "metric", "n_runs", "direction", "assessment", "slope", "r2",
     "first_value", "last_value",
 )
 
