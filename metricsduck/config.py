@@ -141,7 +141,7 @@ SPEC: dict[str, Any] = {
         "ks_alpha": _number(0, 1, open_low=True),  # 1: any p < 1 is evidence enough
         "psi_alpha": _number(0, 1, open_low=True),
         "min_samples": _int(1),
-        # ks_exact_p_of counts lattice paths in doubles: finite up to n * m = 250,000
+        # ks_exact_p_of divides by C(n + m, n) as a double: finite up to n * m = 250,000
         "ks_exact_max": _int(0, 250_000),
         "fdr_q": _number(0, 1),  # 0: off
         # distances, tiered only where set (0: reported, not tiered)

@@ -48,9 +48,9 @@ COLLAPSE_FACTOR = 0.73  # mean_score and composite_score keep 73%: a ~27% drop
 SHIFT_TARGET, SHIFT_SYMBOL = "y_will_swing_high_60m_0.05", "TSLA"  # SYMBOL_SPECIFIC, last run
 SHIFT_AMOUNT = 0.15  # added to oof_predictions
 TREND_TARGET = "y_will_peak_30m_0.03"  # CROSS_SECTIONAL, every run
+TREND_STEP = 0.015  # composite_score loses 1.5% per run
 IMPROVE_TARGET = "y_will_valley_120m_0.08"  # CROSS_SECTIONAL, last run
 IMPROVE_FACTOR = 1.3  # mean_score and composite_score gain 30%: IMPROVED (higher_is_better), not ALERT
-TREND_STEP = 0.015  # composite_score loses 1.5% per run
 BAD_RUN = 4  # marked good=False when a later run exists to be compared with it
 FINGERPRINT_RUN = 5  # git_commit changes from this run on
 GIT_COMMITS = ("4f1c2ab", "9d8e7f6")

@@ -58,3 +58,17 @@ def test_pyproject_ships_py_typed_and_reads_the_version_from_the_package() -> No
     assert "py.typed" in setuptools["package-data"]["metricsduck"]
     assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
     assert setuptools["dynamic"]["version"] == {"attr": "metricsduck.__version__"}
+
+
+def test_every_word_of_the_vocabulary_is_one_the_sql_spells() -> None:
+    # metricsduck/vocab.py spells each vocabulary once for Python; the SQL writes the same words
+    # as literals. A word renamed on one side only would silently match nothing.
+    from metricsduck import vocab
+    from metricsduck.catalog import packaged_sql_dir
+
+    sql = "\n".join(p.read_text() for sub in ("views", "macros") for p in (packaged_sql_dir() / sub).glob("*.sql"))
+    levels = vocab.LEVELS[1:]  # the stage level is the rollup_stage relation, not a value of `level`
+    for words in (vocab.TIERS, vocab.BASELINE_KINDS, vocab.DIRECTIONS, vocab.GOOD_DIRECTIONS, vocab.ASSESSMENTS,
+                  levels, vocab.ITEM_KINDS):
+        missing = [w for w in words if f"'{w}'" not in sql]
+        assert not missing, missing

@@ -3,9 +3,8 @@
 `settings` holds one row per scalar config key (`key`, `value` as a number, `text`);
 `settings_wide` is that table as one typed row, one column per key, which views cross-join
 as `cfg`; `settings_metrics` holds the per-metric rules (critical metrics, overrides,
-good directions). The
-columns come from the packaged config: a key added there is a column here, with nothing
-written by hand.
+good directions). The columns come from the packaged config: a key added there is a column
+here, with nothing written by hand.
 """
 
 from __future__ import annotations

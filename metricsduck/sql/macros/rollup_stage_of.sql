@@ -19,7 +19,7 @@ SELECT
     c.run_id, r.run_started_at, c.stage, c.view, c.view_dir, c.cohorts,
     coalesce(t.tier_ok, 0) AS tier_ok, coalesce(t.tier_warn, 0) AS tier_warn,
     coalesce(t.tier_alert, 0) AS tier_alert,
-    CASE t.worst_rank WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' WHEN 2 THEN 'ALERT' END AS worst_tier
+    tier_name(t.worst_rank) AS worst_tier
 FROM view_dirs AS c
 JOIN runs AS r ON r.run_id = c.run_id
 LEFT JOIN tiers AS t ON t.run_id = c.run_id AND t.stage = c.stage AND t.view = c.view;

@@ -97,14 +97,8 @@ effects AS (
         least(me.n, me.m) < cfg.min_samples AS low_n,
         tier_of(me.psi, cfg.psi_warn, cfg.psi_threshold) AS psi_effect,
         tier_of(me.ks_d, cfg.ks_warn, cfg.ks_threshold) AS ks_effect,
-        CASE WHEN me.wasserstein >= cfg.wasserstein_threshold AND cfg.wasserstein_threshold > 0 THEN 'ALERT'
-             WHEN me.wasserstein >= cfg.wasserstein_warn AND cfg.wasserstein_warn > 0 THEN 'WARN'
-             ELSE 'OK'
-        END AS wasserstein_effect,
-        CASE WHEN me.js_distance >= cfg.js_threshold AND cfg.js_threshold > 0 THEN 'ALERT'
-             WHEN me.js_distance >= cfg.js_warn AND cfg.js_warn > 0 THEN 'WARN'
-             ELSE 'OK'
-        END AS js_effect
+        tier_of_optional(me.wasserstein, cfg.wasserstein_warn, cfg.wasserstein_threshold) AS wasserstein_effect,
+        tier_of_optional(me.js_distance, cfg.js_warn, cfg.js_threshold) AS js_effect
     FROM measured AS me, settings_wide AS cfg
 ),
 tiered AS (
@@ -112,19 +106,15 @@ tiered AS (
         *,
         CASE WHEN psi_significant AND NOT low_n THEN psi_effect ELSE 'OK' END AS psi_tier,
         CASE WHEN ks_significant AND NOT low_n THEN ks_effect ELSE 'OK' END AS ks_tier,
-        CASE greatest(
+        tier_name(greatest(
             CASE WHEN ks_significant AND NOT low_n THEN tier_rank(wasserstein_effect) ELSE 0 END,
-            CASE WHEN psi_significant AND NOT low_n THEN tier_rank(js_effect) ELSE 0 END)
-            WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' ELSE 'ALERT'
-        END AS distance_tier
+            CASE WHEN psi_significant AND NOT low_n THEN tier_rank(js_effect) ELSE 0 END)) AS distance_tier
     FROM effects
 )
 SELECT
     pair_id, distribution, n, m, psi, bins AS psi_bins, psi_critical, psi_significant,
     chi2, chi2_p, ks_d, ks_p, ks_method, wasserstein, js_distance, psi_tier, ks_tier, distance_tier,
-    CASE greatest(tier_rank(psi_tier), tier_rank(ks_tier), tier_rank(distance_tier))
-        WHEN 0 THEN 'OK' WHEN 1 THEN 'WARN' WHEN 2 THEN 'ALERT'
-    END AS tier,
+    tier_name(greatest(tier_rank(psi_tier), tier_rank(ks_tier), tier_rank(distance_tier))) AS tier,
     greatest(tier_rank(psi_tier), tier_rank(ks_tier), tier_rank(distance_tier)) AS tier_rank,
     CASE
         WHEN low_n THEN 'LOW_N'
