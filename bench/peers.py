@@ -2,9 +2,10 @@
 
 Every peer returns the same rows as metricsduck's `drift` view filtered to
 `baseline_kind = 'previous_run'`, as `{(baseline_key, run_id, item_kind, item): Row}`:
-scalar metrics (incl. `<distribution>.missing_rate`) with status, tier, delta and
-rel_delta; distributions with n, m, PSI, KS D, KS p and tier (docs/design.md §5, default config);
-NO_BASELINE rows for each key's first run.
+scalar metrics (incl. `<distribution>.missing_rate`) with status (IMPROVED for a change the
+metric's good way), tier, delta and rel_delta; distributions with n, m, PSI, KS D, KS p (exact
+for small samples), status and tier, a tier needing the chi-square test on the PSI bins or the
+KS p as evidence (docs/design.md §5, default config); NO_BASELINE rows for each key's first run.
 
 - peer A: the per-cohort approach pipelines use today: walk the tree, `json.load` each
   cohort's `telemetry_metrics.json`, find the previous run per baseline key, deltas and
@@ -75,6 +76,10 @@ class Tiers:
         self.overrides = drift.get("overrides") or {}
         self.default = (tuple(t["relative"]), tuple(t["absolute"]))
         self.crit = (tuple(t["critical_relative"]), tuple(t["critical_absolute"]))
+        self.direction = drift.get("direction") or {}
+        # the peers implement the default config's decision: the distances are not tiered there
+        assert not any(drift.get(k) for k in ("wasserstein_warn", "wasserstein_threshold", "js_warn",
+                                              "js_threshold", "fdr_q")), "peers: distance tiers / fdr_q unset"
         self._cache: dict[str, tuple] = {}
 
     def thresholds(self, metric: str) -> tuple[tuple, tuple]:
@@ -89,29 +94,49 @@ class Tiers:
     def tier_of(x: float, pair: tuple) -> str:
         return "OK" if x < pair[0] else "WARN" if x < pair[1] else "ALERT"
 
-    def distribution(self, psi: float, d: float, p: float) -> tuple[str, str, str]:
+    def improved(self, metric: str, tier: str, delta: float) -> bool:
+        """A WARN/ALERT-sized change in the metric's good direction (docs/design.md §5.1)."""
+        good = self.direction.get(metric, "both")
+        return tier != "OK" and ((good == "higher_is_better" and delta > 0)
+                                 or (good == "lower_is_better" and delta < 0))
+
+    def distribution(self, psi: float, chi2_p: float, d: float, p: float, n: int, m: int) -> tuple[str, str]:
+        """(status, tier): an effect tiers only with its evidence (docs/design.md §5.4)."""
         s = self.d
-        psi_tier = "ALERT" if psi >= s["psi_threshold"] else "WARN" if psi >= s["psi_warn"] else "OK"
-        ks_tier = ("ALERT" if d >= s["ks_threshold"] and p < s["ks_alpha"]
-                   else "WARN" if d >= s["ks_warn"] and p < s["ks_alpha"] else "OK")
+        psi_effect = "ALERT" if psi >= s["psi_threshold"] else "WARN" if psi >= s["psi_warn"] else "OK"
+        ks_effect = "ALERT" if d >= s["ks_threshold"] else "WARN" if d >= s["ks_warn"] else "OK"
+        if min(n, m) < s["min_samples"]:
+            return "LOW_N", "OK"
+        psi_tier = psi_effect if chi2_p < s["psi_alpha"] else "OK"
+        ks_tier = ks_effect if p < s["ks_alpha"] else "OK"
         order = ("OK", "WARN", "ALERT")
-        return psi_tier, ks_tier, order[max(order.index(psi_tier), order.index(ks_tier))]
+        tier = order[max(order.index(psi_tier), order.index(ks_tier))]
+        if tier == "OK" and order[max(order.index(psi_effect), order.index(ks_effect))] != "OK":
+            return "INCONCLUSIVE", tier
+        return "COMPARED", tier
 
 
 # --- statistics (numpy / scipy) -------------------------------------------------------------
 
-def psi(cur: np.ndarray, base: np.ndarray, bins: int, eps: float) -> float:
+def psi(cur: np.ndarray, base: np.ndarray, bins: int, eps: float) -> tuple[float, float]:
     """PSI with edges = distinct linear quantiles of the baseline at i/B, right-closed bins,
-    shares floored at eps (not renormalised); bins summed in order."""
+    shares floored at eps (not renormalised), bins summed in order; and the p of Pearson's
+    chi-square of homogeneity on the bins holding a value (its evidence)."""
+    from scipy.special import chdtrc
+
     edges = np.unique(np.quantile(base, np.arange(1, bins) / bins))
     nb = edges.size + 1
-    pc = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=nb) / cur.size
-    pb = np.bincount(np.searchsorted(edges, base, side="left"), minlength=nb) / base.size
-    pc, pb = np.maximum(pc, eps), np.maximum(pb, eps)
+    cc = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=nb)
+    bc = np.bincount(np.searchsorted(edges, base, side="left"), minlength=nb)
+    pc, pb = np.maximum(cc / cur.size, eps), np.maximum(bc / base.size, eps)
     total = 0.0
     for c in ((pc - pb) * np.log(pc / pb)).tolist():
         total += c
-    return total
+    filled = (cc + bc) > 0
+    both = (cc + bc)[filled]
+    ec, eb = both * cur.size / (cur.size + base.size), both * base.size / (cur.size + base.size)
+    chi2 = float(np.sum((cc[filled] - ec) ** 2 / ec + (bc[filled] - eb) ** 2 / eb))
+    return total, float(chdtrc(filled.sum() - 1, chi2)) if filled.sum() > 1 else 1.0
 
 
 def ks_d(cur: np.ndarray, base: np.ndarray) -> float:
@@ -129,7 +154,12 @@ _J = np.arange(1, 101, dtype=float)
 _SIGN = (-1.0) ** (_J - 1)
 
 
-def ks_p(d: float, n: int, m: int) -> float:
+def ks_p(d: float, n: int, m: int, exact_max: int) -> float:
+    """scipy's exact two-sided p while n * m <= exact_max, else the asymptotic form."""
+    if n * m <= exact_max:
+        from scipy.stats._stats_py import _attempt_exact_2kssamp
+
+        return min(float(_attempt_exact_2kssamp(n, m, math.gcd(n, m), d, "two-sided")[2]), 1.0)
     ne = n * m / (n + m)
     lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
     if lam < 0.2:
@@ -148,10 +178,10 @@ def distribution_row(cur: np.ndarray | None, base: np.ndarray | None, baseline_r
     if n == 0 or m == 0:
         return Row("NO_DATA", None, baseline_run_id, n=n, m=m)
     d = ks_d(cur, base)
-    p = ks_p(d, n, m)
-    value = psi(cur, base, int(tiers.d["psi_bins"]), float(tiers.d["psi_epsilon"]))
-    return Row("COMPARED", tiers.distribution(value, d, p)[2], baseline_run_id, n=n, m=m,
-               psi=value, ks_d=d, ks_p=p)
+    p = ks_p(d, n, m, int(tiers.d["ks_exact_max"]))
+    value, chi2_p = psi(cur, base, int(tiers.d["psi_bins"]), float(tiers.d["psi_epsilon"]))
+    status, tier = tiers.distribution(value, chi2_p, d, p, n, m)
+    return Row(status, tier, baseline_run_id, n=n, m=m, psi=value, ks_d=d, ks_p=p)
 
 
 def scalar_row(metric: str, cur: tuple | None, base: tuple | None, baseline_run_id: str,
@@ -179,6 +209,8 @@ def scalar_row(metric: str, cur: tuple | None, base: tuple | None, baseline_run_
     else:
         rel = None
     tier = tiers.tier_of(abs(rel), rel_pair) if rel is not None else tiers.tier_of(abs(delta), abs_pair)
+    if tiers.improved(metric, tier, delta):
+        return Row("IMPROVED", "OK", baseline_run_id, delta=delta, rel_delta=rel)
     return Row("COMPARED", tier, baseline_run_id, delta=delta, rel_delta=rel)
 
 
@@ -343,6 +375,13 @@ def peer_b(root: str | Path, settings: dict | None = None) -> dict[tuple, Row]:
          status == "NON_FINITE"],
         ["OK", "WARN", bad, np.where(same_text, "OK", bad),
          np.where(same_value & same_text, "OK", bad)], numeric_tier)
+    # only degradations alert: a WARN/ALERT-sized change the metric's good way is IMPROVED
+    good = pairs["metric"].map(lambda name: tiers.direction.get(name, "both")).to_numpy()
+    with np.errstate(invalid="ignore"):
+        improved = compared & (tier != "OK") & (((good == "higher_is_better") & (delta > 0))
+                                                | ((good == "lower_is_better") & (delta < 0)))
+    status = np.where(improved, "IMPROVED", status)
+    tier = np.where(improved, "OK", tier)
     for key, run_id, metric, s, tr, prun, dl, rl in zip(
             pairs["baseline_key"], pairs["run_id"], pairs["metric"], status, tier, pairs["prev_run"],
             delta.tolist(), rel.tolist(), strict=True):
