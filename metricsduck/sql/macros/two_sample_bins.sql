@@ -40,11 +40,12 @@ sides AS (
         list_filter(range(1, n + m + 1), lambda i: NOT walk[i].current) AS baseline_at
     FROM walks
 ),
-ks AS (
-    -- the ECDFs compared where a run of equal values ends in the walk (whichever side
-    -- holds its last value): there the k-th value of a side, at walk position i, has k
-    -- values of its side and i - k of the other at or below it. n*m*|F_cur - F_base| in
-    -- integers, divided once.
+ecdfs AS (
+    -- the ECDFs, read off the walk: the k-th value of a side, at walk position i, has k
+    -- values of its side and i - k of the other at or below it. KS compares them where a
+    -- run of equal values ends (whichever side holds its last value), n*m*|F_cur - F_base|
+    -- in integers, divided once; W1 adds |F_cur - F_base| times the gap to the next value
+    -- at every position (inside a run of equal values the gap is 0).
     SELECT
         pair_id, distribution,
         CAST(greatest(
@@ -54,15 +55,7 @@ ks AS (
             list_max(list_transform(range(1, m + 1), lambda k:
                 CASE WHEN baseline_at[k] = n + m OR walk[baseline_at[k] + 1].value <> walk[baseline_at[k]].value
                      THEN abs((baseline_at[k] - k) * m - k * n) ELSE 0 END))
-        ) AS DOUBLE) / (n * m) AS ks_d
-    FROM sides
-),
-wasserstein AS (
-    -- the gap after each walk position times |F_cur - F_base| there, read off the walk as KS
-    -- is: the k-th value of a side at position i has k of its side and i - k of the other at
-    -- or below it (inside a run of equal values the gap is 0)
-    SELECT
-        pair_id, distribution,
+        ) AS DOUBLE) / (n * m) AS ks_d,
         (list_sum(list_transform(range(1, n + 1), lambda k:
             CASE WHEN current_at[k] < n + m
                  THEN abs(k / n - (current_at[k] - k) / m)
@@ -132,17 +125,15 @@ bins AS (
 shares AS (
     SELECT
         bins.pair_id, bins.distribution, bins.bin,
-        bins.lower_edge, bins.upper_edge, s.n, s.m, ks.ks_d, w.wasserstein,
+        bins.lower_edge, bins.upper_edge, s.n, s.m, e.ks_d, e.wasserstein,
         bins.baseline_count, bins.current_count,
         bins.baseline_count / s.m AS baseline_share,
         bins.current_count / s.n AS current_share
     FROM bins
     JOIN sides AS s
         ON s.pair_id = bins.pair_id AND s.distribution = bins.distribution
-    JOIN ks
-        ON ks.pair_id = bins.pair_id AND ks.distribution = bins.distribution
-    LEFT JOIN wasserstein AS w
-        ON w.pair_id = bins.pair_id AND w.distribution = bins.distribution
+    JOIN ecdfs AS e
+        ON e.pair_id = bins.pair_id AND e.distribution = bins.distribution
 )
 SELECT
     sh.*,
