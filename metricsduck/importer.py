@@ -90,7 +90,7 @@ def read_cohort(folder: Path, root: Path) -> dict[str, Any]:
     REPRODUCIBILITY/); its start time metadata's
     `run_started_at`, else the run id read as a UTC timestamp. `written_at` is when
     metrics.json was last written. Nested objects in metrics.json become dotted metric
-    names, lists of numbers become samples.
+    names, lists of numbers or of strings (categories) become samples.
     """
     metadata = _read_json(folder / METADATA_FILE, required=False)
     audit = _read_json(folder / AUDIT_FILE, required=False)
@@ -140,7 +140,8 @@ def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
 
 def _split_metrics(document: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, list]]:
     """`(scalar metrics, samples)` of metrics.json: objects flattened to `a.b`, lists of
-    numbers as samples; anything else is left for `write_cohort_metrics` to accept or refuse."""
+    numbers or of strings (categories) as samples; anything else is left for
+    `write_cohort_metrics` to accept or refuse."""
     metrics: dict[str, Any] = {}
     samples: dict[str, list] = {}
     for key, value in document.items():
@@ -149,8 +150,9 @@ def _split_metrics(document: Mapping[str, Any], prefix: str = "") -> tuple[dict[
             inner_metrics, inner_samples = _split_metrics(value, f"{name}.")
             metrics.update(inner_metrics)
             samples.update(inner_samples)
-        elif isinstance(value, list) and value and all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        elif isinstance(value, list) and value and (
+                all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+                or all(isinstance(v, str) for v in value)):
             samples[name] = value
         else:
             metrics[name] = NON_FINITE.get(value, value) if isinstance(value, str) else value

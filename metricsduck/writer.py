@@ -81,6 +81,8 @@ def samples_schema() -> pa.Schema:
         pa.field("n_total", pa.int64(), nullable=False),
         pa.field("n_missing", pa.int64(), nullable=False),
         pa.field("value", pa.float64()),
+        # a column added within version 1: sidecars without it read as numbers only
+        pa.field("value_text", pa.string()),
     ]
     return pa.schema(fields, metadata={SCHEMA_METADATA_KEY: SAMPLES_SCHEMA_ID.encode()})
 
@@ -174,32 +176,57 @@ def _optional_seed(value: Any) -> int | None:
     return int(value)
 
 
-def _sample_values(name: str, values: Iterable[Any], limit: int, salt: str) -> tuple[np.ndarray, int, int]:
-    """`(retained finite values, n_total, n_missing)`, subsampled deterministically."""
+def _sample_values(name: str, values: Iterable[Any], limit: int, salt: str) -> tuple[list, bool, int, int]:
+    """`(retained values, are they text, n_total, n_missing)`, subsampled deterministically.
+
+    A distribution is numbers (non-finite ones are missing) or text (categories; None is
+    missing), never both: a string among numbers is refused rather than parsed.
+    """
     import numpy as np
 
     if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
-        raise InputError(f"samples[{name!r}] must be a sequence of numbers, got {type(values).__name__}")
+        raise InputError(f"samples[{name!r}] must be a sequence of numbers or of strings, "
+                         f"got {type(values).__name__}")
     raw = values if hasattr(values, "__array__") else list(values)
-    try:
-        # numpy would quietly parse the string "2.5" as a number; samples must be numbers.
-        if getattr(raw, "dtype", np.dtype(object)).kind not in "biuf" and any(
-            isinstance(v, (str, bytes)) for v in np.asarray(raw, dtype=object).ravel()
-        ):
-            raise TypeError("a string among the sample values")
-        array = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"samples[{name!r}] holds a value that is not a number") from None
-    if array.ndim != 1:
-        raise InputError(f"samples[{name!r}] must be one-dimensional, got shape {array.shape}")
-    finite = array[np.isfinite(array)]
-    n_total, n_missing = int(array.size), int(array.size - finite.size)
-    if finite.size > limit:
+    kind = getattr(raw, "dtype", np.dtype(object)).kind  # lists are objects; numeric arrays skip the scan
+    text = kind in "US" or (
+        kind == "O" and any(isinstance(v, (str, bytes)) for v in np.asarray(raw, dtype=object).ravel()))
+    if text:
+        retained, n_total = _text_values(name, np.asarray(raw, dtype=object))
+    else:
+        try:
+            array = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"samples[{name!r}] holds a value that is not a number") from None
+        if array.ndim != 1:
+            raise InputError(f"samples[{name!r}] must be one-dimensional, got shape {array.shape}")
+        retained, n_total = array[np.isfinite(array)], int(array.size)
+    n_missing = n_total - len(retained)
+    if len(retained) > limit:
         # Seeded by the cohort-run and distribution: the same input keeps the same rows.
         seed = int.from_bytes(hashlib.sha256(f"{salt}\0{name}".encode()).digest()[:8], "little")
-        keep = np.sort(np.random.default_rng(seed).choice(finite.size, size=limit, replace=False))
-        finite = finite[keep]
-    return finite, n_total, n_missing
+        keep = np.sort(np.random.default_rng(seed).choice(len(retained), size=limit, replace=False))
+        retained = retained[keep]
+    return retained.tolist(), text, n_total, n_missing
+
+
+def _text_values(name: str, array: np.ndarray) -> tuple[np.ndarray, int]:
+    """`(the strings of a text distribution, n_total)`; None (or NaN) is a missing value."""
+    import numpy as np
+
+    if array.ndim != 1:
+        raise InputError(f"samples[{name!r}] must be one-dimensional, got shape {array.shape}")
+    kept = []
+    for value in array:
+        if isinstance(value, str):
+            kept.append(value)
+        elif isinstance(value, bytes):
+            raise InputError(f"samples[{name!r}] holds bytes {value[:20]!r}; decode them to str")
+        elif not (value is None or (isinstance(value, float) and math.isnan(value))):
+            raise InputError(f"samples[{name!r}] mixes text with {value!r}: a distribution is all numbers "
+                             "(compared by PSI and KS) or all strings (compared by category); "
+                             "convert the values to one kind")
+    return np.asarray(kept, dtype=object), int(array.size)
 
 
 def write_cohort_metrics(
@@ -213,7 +240,7 @@ def write_cohort_metrics(
     symbol: str | None = None,
     cohort_id: str | None = None,
     metrics: Mapping[str, Any],
-    samples: Mapping[str, Iterable[float]] | None = None,
+    samples: Mapping[str, Iterable[float] | Iterable[str]] | None = None,
     git_commit: str | None = None,
     config_hash: str | None = None,
     data_fingerprint: str | None = None,
@@ -317,7 +344,7 @@ def _check_same_run(facts_path: Path, run_id: str) -> None:
                          f"writing would replace that run's sidecars: {fix}")
 
 
-def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[float]],
+def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[Any]],
                    config: Config) -> pa.Table:
     import pyarrow as pa
 
@@ -325,15 +352,18 @@ def _samples_table(identity: Mapping[str, Any], samples: Mapping[str, Iterable[f
         raise InputError(f"samples must be a mapping of distribution name to values, got {type(samples).__name__}")
     limit = config.get("samples.max_per_distribution")
     salt = f"{identity['baseline_key']}\0{identity['run_id']}"
-    columns: dict[str, list] = {k: [] for k in list(identity) + ["distribution", "n_total", "n_missing", "value"]}
+    columns: dict[str, list] = {
+        k: [] for k in [*identity, "distribution", "n_total", "n_missing", "value", "value_text"]}
     for name in sorted(samples):
-        values, n_total, n_missing = _sample_values(check_name("distribution name", name), samples[name], limit, salt)
-        # A distribution without any finite value keeps one null row so its counts survive.
-        rows = values.tolist() if values.size else [None]
+        values, text, n_total, n_missing = _sample_values(
+            check_name("distribution name", name), samples[name], limit, salt)
+        # A distribution without any value keeps one null row so its counts survive.
+        rows = values or [None]
         for key, value in identity.items():
             columns[key].extend([value] * len(rows))
         columns["distribution"].extend([name] * len(rows))
         columns["n_total"].extend([n_total] * len(rows))
         columns["n_missing"].extend([n_missing] * len(rows))
-        columns["value"].extend(rows)
+        columns["value"].extend([None] * len(rows) if text else rows)
+        columns["value_text"].extend(rows if text else [None] * len(rows))
     return pa.Table.from_pydict(columns, schema=samples_schema())

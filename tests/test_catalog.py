@@ -349,7 +349,7 @@ EXPECTED_TYPES = {
         ("written_at", "TIMESTAMP WITH TIME ZONE"), ("stage", "VARCHAR"), ("view", "VARCHAR"),
         ("target", "VARCHAR"), ("symbol", "VARCHAR"), ("cohort_id", "VARCHAR"),
         ("baseline_key", "VARCHAR"), ("distribution", "VARCHAR"), ("n_total", "BIGINT"),
-        ("n_missing", "BIGINT"), ("value", "DOUBLE"), ("source_file", "VARCHAR"),
+        ("n_missing", "BIGINT"), ("value", "DOUBLE"), ("value_text", "VARCHAR"), ("source_file", "VARCHAR"),
     ],
     "cohort_runs": [
         ("stage", "VARCHAR"), ("view", "VARCHAR"), ("target", "VARCHAR"), ("symbol", "VARCHAR"),

@@ -119,7 +119,7 @@ def test_a_pipeline_tree_without_metadata_takes_identity_from_folders_and_time_f
     cohort.mkdir(parents=True)
     (cohort / "metrics.json").write_text(json.dumps(
         {"auc": 0.61, "r2": "nan", "fold_scores": [0.6, 0.62, 0.58], "per_model": {"lgbm": {"auc": 0.63}},
-         "metric_name": "roc_auc"}))
+         "metric_name": "roc_auc", "predicted": ["up", "down", "up"]}))
     os.utime(cohort / "metrics.json", (1_765_713_600, 1_765_713_600))  # 2025-12-14 12:00:00 UTC
 
     summary = import_tree(root)
@@ -128,7 +128,7 @@ def test_a_pipeline_tree_without_metadata_takes_identity_from_folders_and_time_f
         rows = store.sql("SELECT run_id, strftime(run_started_at AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S'), "
                          "baseline_key, cohort_id, metric, kind, value, value_text, "
                          "epoch(written_at) FROM facts ORDER BY metric").fetchall()
-        samples = store.sql("SELECT distribution, value FROM samples ORDER BY value").fetchall()
+        samples = store.sql("SELECT distribution, value, value_text FROM samples ORDER BY ALL").fetchall()
     start = ("2025-12-14_12-00-00", "2025-12-14 12:00:00", "TARGET_RANKING:SYMBOL_SPECIFIC:y_up:AAPL",
              "sy_2025Q4_00000000")
     assert [row[:4] for row in rows] == [start] * 4
@@ -136,7 +136,9 @@ def test_a_pipeline_tree_without_metadata_takes_identity_from_folders_and_time_f
                                           ("per_model.lgbm.auc", "number", 0.63, None),
                                           ("r2", "number", None, "nan")]
     assert {row[8] for row in rows} == {1_765_713_600}
-    assert samples == [("fold_scores", 0.58), ("fold_scores", 0.6), ("fold_scores", 0.62)]
+    # lists of numbers are numeric samples, lists of strings categorical ones
+    assert samples == [("fold_scores", 0.58, None), ("fold_scores", 0.6, None), ("fold_scores", 0.62, None),
+                       ("predicted", None, "down"), ("predicted", None, "up"), ("predicted", None, "up")]
 
 
 def test_a_run_without_a_start_time_is_refused_saying_what_to_add(tmp_path):

@@ -49,6 +49,7 @@ SAMPLES_COLUMNS = METRICS_COLUMNS[:10] + [
     ("n_total", pa.int64()),
     ("n_missing", pa.int64()),
     ("value", pa.float64()),
+    ("value_text", pa.string()),
 ]
 UNSAFE_NAMES = ["a/b", "a\\b", "..", "x..y", ".", "", "a\x00b", "a\nb", "n" * 201, "\u202e"]
 
@@ -266,6 +267,29 @@ def test_a_distribution_without_finite_values_keeps_one_null_row_with_its_counts
         ("broken", 3, 3, None),
         ("empty", 0, 0, None),
     ]
+
+
+def test_text_samples_are_stored_as_categories_with_none_missing(cohort, identity):
+    write_cohort_metrics(cohort, **identity, metrics={"a": 1.0},
+                         samples={"predicted": ["up", None, "down", "up", float("nan")],
+                                  "regime": np.array(["calm", "storm"]), "oof": [0.5]})
+
+    rows = read_rows(cohort / "telemetry_samples.parquet")
+    assert [(r["distribution"], r["value"], r["value_text"], r["n_total"], r["n_missing"]) for r in rows] == [
+        ("oof", 0.5, None, 1, 0),
+        ("predicted", None, "up", 5, 2), ("predicted", None, "down", 5, 2), ("predicted", None, "up", 5, 2),
+        ("regime", None, "calm", 2, 0), ("regime", None, "storm", 2, 0),
+    ]
+
+
+def test_text_samples_above_the_limit_are_subsampled_deterministically(tmp_path, identity, limit_seven):
+    offered = [f"class_{i % 5}" for i in range(40)]
+    folders = [tmp_path / name / "cohort=c" for name in ("one", "two")]
+    for folder in folders:
+        write_cohort_metrics(folder, **identity, metrics={"a": 1.0}, samples={"cls": offered}, config=limit_seven)
+    kept = [[r["value_text"] for r in read_rows(f / "telemetry_samples.parquet")] for f in folders]
+    assert kept[0] == kept[1] and len(kept[0]) == 7
+    assert Counter(kept[0]) <= Counter(offered)
 
 
 @pytest.fixture
@@ -487,7 +511,7 @@ def test_rejected_input_leaves_an_existing_cohort_unchanged(cohort, identity):
     # The bad sample comes last in sorted order, after the metrics were already encoded.
     with pytest.raises(InputError):
         write_cohort_metrics(cohort, **identity, metrics={"a": 2.0},
-                             samples={"a_ok": [1.0], "z_bad": ["x"]})
+                             samples={"a_ok": [1.0], "z_bad": ["x", 1.0]})
 
     assert {name: (cohort / name).read_bytes() for name in files_in(cohort)} == before
 
@@ -626,12 +650,12 @@ def test_a_fingerprint_that_is_not_text_is_rejected(cohort, identity, key):
 
 @pytest.mark.parametrize(
     "values",
-    ["0.1,0.2", b"0.1", ["0.5", 1.0], [1.0, "x"], np.array(["1.0"]), [[1.0, 2.0], [3.0, 4.0]],
-     [1.0, [2.0]], {"a": 1.0}, 3.5],
-    ids=["str", "bytes", "numeric-str-element", "str-element", "str-array", "2d", "nested",
-         "mapping", "scalar"],
+    ["0.1,0.2", b"0.1", ["0.5", 1.0], [1.0, "x"], ["a", True], ["a", b"b"], [["a"], ["b"]],
+     np.array([["a", "b"]]), [[1.0, 2.0], [3.0, 4.0]], [1.0, [2.0]], {"a": 1.0}, 3.5],
+    ids=["str", "bytes", "numeric-str-element", "str-element", "str-and-bool", "str-and-bytes",
+         "nested-str", "2d-str", "2d", "nested", "mapping", "scalar"],
 )
-def test_sample_values_that_are_not_numbers_are_rejected_naming_the_distribution(cohort, identity, values):
+def test_sample_values_neither_numbers_nor_strings_are_rejected_naming_the_distribution(cohort, identity, values):
     with pytest.raises(InputError, match="oof"):
         write_cohort_metrics(cohort, **identity, metrics={"a": 1.0}, samples={"oof": values})
     assert not cohort.exists()

@@ -5,7 +5,7 @@
 CREATE OR REPLACE MACRO samples_of(raw, sources) AS TABLE
 SELECT
     s.run_id, s.run_started_at, s.written_at, s.stage, s.view, s.target, s.symbol, s.cohort_id,
-    s.baseline_key, s.distribution, s.n_total, s.n_missing, s.value, s.source_file
+    s.baseline_key, s.distribution, s.n_total, s.n_missing, s.value, s.value_text, s.source_file
 FROM query_table(raw) AS s
 SEMI JOIN query_table(sources) AS w
     ON s.baseline_key IS NOT DISTINCT FROM w.baseline_key
