@@ -149,6 +149,11 @@ SPEC: dict[str, Any] = {
         "wasserstein_threshold": _number(),
         "js_warn": _number(0, 1),
         "js_threshold": _number(0, 1),
+        "categorical": {
+            "warn": _number(0, 1),
+            "threshold": _number(0, 1),
+            "alpha": _number(0, 1, open_low=True),
+        },
         "psi_bins": _int(2, 1000),
         "psi_epsilon": _number(0, 1, open_low=True, open_high=True),
         "tiers": {
@@ -348,11 +353,14 @@ def _check_consistency(values: Mapping[str, Any], where: str) -> None:
     # a distance tier that is off (0) on one side bounds nothing
     pairs += [(w, a) for w, a in (("wasserstein_warn", "wasserstein_threshold"), ("js_warn", "js_threshold"))
               if drift[w] > 0 and drift[a] > 0]
-    for warn, alert in pairs:
-        if drift[warn] > drift[alert]:
+    bounds = [(drift[w], drift[a], w, a) for w, a in pairs]
+    bounds.append((drift["categorical"]["warn"], drift["categorical"]["threshold"],
+                   "categorical.warn", "categorical.threshold"))
+    for warn_at, alert_at, warn, alert in bounds:
+        if warn_at > alert_at:
             raise ConfigError(
-                f"{where}.drift.{warn} ({drift[warn]}) is above {where}.drift.{alert} "
-                f"({drift[alert]}); WARN must not exceed ALERT"
+                f"{where}.drift.{warn} ({warn_at}) is above {where}.drift.{alert} "
+                f"({alert_at}); WARN must not exceed ALERT"
             )
     if trend["min_runs"] > trend["window"]:
         raise ConfigError(

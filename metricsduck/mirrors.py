@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 
 from .vocab import (
+    DISTRIBUTION_KINDS,
     DRIFT_SCHEMA_ID,
     FINGERPRINT_FIELDS,
     ITEM_KINDS,
@@ -30,10 +31,15 @@ _METRIC_FIELDS = (
     "kind", "status", "tier", "is_critical", "good_direction", "current_value", "baseline_value",
     "baseline_std", "delta", "rel_delta", "rel_delta_status", "z", "current_text", "baseline_text",
 )
-_DISTRIBUTION_FIELDS = (
-    "status", "tier", "n", "m", "psi", "psi_critical", "psi_significant", "chi2", "chi2_p", "ks_d",
-    "ks_p", "ks_method", "q_value", "wasserstein", "js_distance", "psi_tier", "ks_tier", "distance_tier",
-)
+# a distribution's fields by its kind: numbers (PSI, KS, distances) or text (categories)
+_DISTRIBUTION_FIELDS = {
+    kind: ("kind", "status", "tier", "n", "m", "chi2", "chi2_p", "q_value", "distance_tier", *own)
+    for kind, own in zip(DISTRIBUTION_KINDS, (
+        ("psi", "psi_critical", "psi_significant", "ks_d", "ks_p", "ks_method", "wasserstein", "js_distance",
+         "psi_tier", "ks_tier"),
+        ("linf", "categories_new", "categories_gone"),
+    ), strict=True)
+}
 
 
 def iso(value: Any) -> Any:
@@ -91,7 +97,7 @@ def drift_mirror(rows: list[Mapping[str, Any]], fingerprints: Mapping[str, Any])
         if row["item_kind"] == "metric":
             metrics.setdefault(row["item"], {})[kind] = {f: row[f] for f in _METRIC_FIELDS}
         else:
-            distributions.setdefault(row["item"], {})[kind] = {f: row[f] for f in _DISTRIBUTION_FIELDS}
+            distributions.setdefault(row["item"], {})[kind] = {f: row[f] for f in _DISTRIBUTION_FIELDS[row["kind"]]}
     return {
         "schema": DRIFT_SCHEMA_ID,
         "identity": {key: iso(first[key]) for key in _IDENTITY},

@@ -17,6 +17,8 @@ GOOD_DIRECTIONS = ("higher_is_better", "lower_is_better", "both")
 ASSESSMENTS = ("improving", "degrading")
 LEVELS = ("stage", "view", "target", "symbol")  # rollup levels, top down
 ITEM_KINDS = ("metric", "distribution")  # what a drift row compares
+# The kind of a distribution row: numbers (PSI, KS) or text (compared by category).
+DISTRIBUTION_KINDS = ("distribution", "categorical")
 # The measures of `rollup_view`, in the order its definition computes them.
 ROLLUP_MEASURES = (
     "cohorts", "targets", "symbols", "count", "mean", "std", "min", "p10", "median", "p90", "max",

@@ -41,3 +41,15 @@ def test_a_mean_shift_is_flagged_from_the_sizes_that_can_show_it(tmp_path: Path,
     write_tree(tmp_path, sizes, TARGETS // 2, DISTRIBUTIONS, shift=shift, seed=2)
     for size, (_, share) in flagged_shares(tmp_path).items():
         assert share >= 0.90, (shift, size, share)
+
+
+def test_categorical_samples_keep_the_same_promise(tmp_path: Path) -> None:
+    """Text samples: no change flagged at most 5% of the time at every n; a 0.2 move of share
+    (drift.categorical.threshold) flagged in at least 90% of comparisons from n = 300 on
+    (bench/calibration.py --categorical measures 93.7% at n = 100 on a larger tree)."""
+    write_tree(tmp_path / "same", (30, 100, 1000), TARGETS // 2, DISTRIBUTIONS, shift=0.0, seed=3, categorical=True)
+    for size, (count, share) in flagged_shares(tmp_path / "same", ("run2", "run3")).items():
+        assert count == TARGETS // 2 * DISTRIBUTIONS * 2 * 3 and share <= 0.05, (size, share)
+    write_tree(tmp_path / "moved", (300, 1000), TARGETS // 2, DISTRIBUTIONS, shift=0.2, seed=4, categorical=True)
+    for size, (_, share) in flagged_shares(tmp_path / "moved").items():
+        assert share >= 0.90, (size, share)

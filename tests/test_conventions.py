@@ -69,6 +69,6 @@ def test_every_word_of_the_vocabulary_is_one_the_sql_spells() -> None:
     sql = "\n".join(p.read_text() for sub in ("views", "macros") for p in (packaged_sql_dir() / sub).glob("*.sql"))
     levels = vocab.LEVELS[1:]  # the stage level is the rollup_stage relation, not a value of `level`
     for words in (vocab.TIERS, vocab.BASELINE_KINDS, vocab.DIRECTIONS, vocab.GOOD_DIRECTIONS, vocab.ASSESSMENTS,
-                  levels, vocab.ITEM_KINDS):
+                  levels, vocab.ITEM_KINDS, vocab.DISTRIBUTION_KINDS):
         missing = [w for w in words if f"'{w}'" not in sql]
         assert not missing, missing
