@@ -360,7 +360,7 @@ def filter_options(func: Callable) -> Callable:
 # which cohort, against what, how bad, how far.
 DRIFT_TABLE_COLUMNS = (
     "run_id", "view", "target", "symbol", "baseline_kind", "item", "tier", "status",
-    "current_value", "baseline_value", "rel_delta", "psi", "ks_d",
+    "current_value", "baseline_value", "rel_delta", "psi", "ks_d", "linf",
 )
 
 
@@ -372,7 +372,7 @@ DRIFT_TABLE_COLUMNS = (
 @click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
               help="Only rows at least this bad (WARN shows WARN and ALERT).")
 @click.option("--item", type=click.Choice(ITEM_KINDS, case_sensitive=False), help="Only metrics or distributions.")
-@click.option("--metric", help="Only this metric's rows.")
+@click.option("--metric", help="Only this metric's (or distribution's) rows.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N rows (the worst).")
 @with_store
 @table_options(DRIFT_TABLE_COLUMNS)

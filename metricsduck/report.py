@@ -30,7 +30,7 @@ TIER_NAMES = {0: "OK", 1: "WARN", 2: "ALERT"}
 
 # Worst first: tier, then the size of the change on the scale the default tiers share
 # (PSI for distributions, |relative change| for metrics, else |change|), then names.
-SEVERITY = "coalesce(psi, abs(rel_delta), abs(delta))"
+SEVERITY = "coalesce(psi, linf, abs(rel_delta), abs(delta))"
 KIND_ORDER = "list_position(['previous_run', 'rolling', 'last_good_run'], baseline_kind)"
 
 
@@ -188,7 +188,8 @@ DRIFT_COLUMNS = (
     "stage", "view", "target", "symbol", "baseline_key", "baseline_kind", "baseline_run_id",
     "baseline_runs", "item_kind", "item", "kind", "tier", "tier_rank", "status", "current_value",
     "baseline_value", "delta", "rel_delta", "z", "current_text", "baseline_text", "n", "m", "psi",
-    "psi_tier", "ks_d", "ks_p", "ks_tier", "sanity_status", "fingerprint_diff",
+    "psi_tier", "ks_d", "ks_p", "ks_tier", "chi2_p", "linf", "categories_new", "categories_gone",
+    "sanity_status", "fingerprint_diff",
 )
 
 
@@ -209,6 +210,21 @@ def _psi_bins(store: Store, run_id: str, pairs: set[tuple[str, str, str]]) -> di
         "b", "SELECT baseline_key, baseline_kind, distribution, bin, lower_edge, upper_edge, "
         "baseline_share, current_share, contribution FROM b "
         "ORDER BY baseline_key, baseline_kind, distribution, bin").fetchall()
+    found: dict[tuple, list] = {}
+    for row in rows:
+        if row[:3] in pairs:
+            found.setdefault(row[:3], []).append(row[3:])
+    return found
+
+
+def _category_shares(store: Store, run_id: str, pairs: set[tuple[str, str, str]]) -> dict[tuple, list]:
+    """`(category, baseline share, current share)` of the given (baseline_key, baseline_kind,
+    distribution) pairs of the run, categories in order."""
+    if not pairs:
+        return {}
+    rows = store.category_shares(run=run_id).query(
+        "c", "SELECT baseline_key, baseline_kind, distribution, category, baseline_share, current_share FROM c "
+        "ORDER BY baseline_key, baseline_kind, distribution, category").fetchall()
     found: dict[tuple, list] = {}
     for row in rows:
         if row[:3] in pairs:
@@ -343,6 +359,32 @@ def _psi_chart(bins: Sequence[tuple[Any, ...]], label: str) -> str:
             f'viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="{esc(label)}">{"".join(body)}</svg>')
 
 
+def _category_chart(shares: Sequence[tuple[str, float, float]], label: str) -> str:
+    """Each category's share, baseline and current bars side by side."""
+    plot_w, plot_h = CHART_W - LEFT - RIGHT, CHART_H - TOP - BOTTOM
+    top = max([max(b, c) for _, b, c in shares] or [1.0]) or 1.0
+    slot = plot_w / max(len(shares), 1)
+    body = [f'<text class="chart-title" x="{LEFT}" y="10">Share per category</text>',
+            f'<line class="axis" x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}"/>',
+            f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}"/>',
+            f'<text class="tick" x="{LEFT - 4}" y="{TOP + 8}" text-anchor="end">{_num(top, 3)}</text>',
+            f'<text class="tick" x="{LEFT - 4}" y="{TOP + plot_h}" text-anchor="end">0</text>']
+    for i, (category, base_share, cur_share) in enumerate(shares):
+        for j, (side, share) in enumerate((("shrank", base_share), ("grew", cur_share))):
+            h = plot_h * share / top
+            x0 = LEFT + i * slot + slot * (0.1 + 0.4 * j)
+            body.append(
+                f'<rect class="psi-bar {side}" x="{_f(x0)}" y="{_f(TOP + plot_h - h)}" width="{_f(slot * 0.4)}" '
+                f'height="{_f(h)}"><title>{esc(category)}: {"current" if j else "baseline"} '
+                f'{_num(share, 3)}</title></rect>')
+        body.append(f'<text class="tick" x="{_f(LEFT + (i + 0.5) * slot)}" y="{TOP + plot_h + 12}" '
+                    f'text-anchor="middle">{esc(category[:12])}</text>')
+    body.append(f'<text class="tick" x="{LEFT + plot_w / 2:.1f}" y="{CHART_H - 4}" text-anchor="middle">'
+                'light: baseline · dark: current</text>')
+    return (f'<svg class="category-chart" width="{CHART_W}" height="{CHART_H}" '
+            f'viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="{esc(label)}">{"".join(body)}</svg>')
+
+
 def _ecdf_chart(sides: dict[str, list], label: str) -> str:
     """The two empirical CDFs as step lines: current solid, baseline dashed."""
     plot_w, plot_h = CHART_W - LEFT - RIGHT, CHART_H - TOP - BOTTOM
@@ -455,6 +497,11 @@ def _where(row: dict[str, Any]) -> str:
 
 def _change(row: dict[str, Any]) -> str:
     """The row's main number(s) as text: the change of a metric, PSI and KS of a distribution."""
+    if row["kind"] == "categorical":
+        moved = [f"new: {esc(', '.join(row['categories_new']))}"] if row["categories_new"] else []
+        moved += [f"gone: {esc(', '.join(row['categories_gone']))}"] if row["categories_gone"] else []
+        return (f"largest share change {_num(row['linf'], 3)}, χ² p {_num(row['chi2_p'], 3)}"
+                + "".join(f" · {m}" for m in moved) + f" · n {_num(row['n'])}, m {_num(row['m'])}")
     if row["item_kind"] == "distribution":
         return (f"PSI {_num(row['psi'])} ({esc(row['psi_tier'])}) · KS D {_num(row['ks_d'])}, "
                 f"p {_num(row['ks_p'], 3)} ({esc(row['ks_tier'])}) · n {_num(row['n'])}, m {_num(row['m'])}")
@@ -605,7 +652,7 @@ def _worst_html(worst: list[dict[str, Any]], also: dict[tuple, list[str]], serie
 
 
 def _distributions_html(worst: list[dict[str, Any]], bins: dict[tuple, list],
-                        ecdfs: dict[tuple, dict[str, list]]) -> str:
+                        ecdfs: dict[tuple, dict[str, list]], shares: dict[tuple, list]) -> str:
     dists = [(place, row) for place, row in enumerate(worst, 1) if row["item_kind"] == "distribution"]
     if not dists:
         return ""
@@ -613,13 +660,18 @@ def _distributions_html(worst: list[dict[str, Any]], bins: dict[tuple, list],
     for place, row in dists:
         pair = (row["baseline_key"], row["baseline_kind"], row["item"])
         label = f"{row['item']} at {row['baseline_key']} vs {row['baseline_kind']}"
+        if row["kind"] == "categorical":
+            charts = _category_chart(shares.get(pair, []), "Category shares of " + label)
+        else:
+            charts = (_psi_chart(bins.get(pair, []), "PSI bins of " + label)
+                      + _ecdf_chart(ecdfs.get(pair, {}), "CDFs of " + label))
         out.append(
             f'<figure class="dist" id="dist-{place}" data-baseline-key="{esc(row["baseline_key"])}" '
-            f'data-baseline-kind="{esc(row["baseline_kind"])}" data-distribution="{esc(row["item"])}">'
+            f'data-baseline-kind="{esc(row["baseline_kind"])}" data-distribution="{esc(row["item"])}" '
+            f'data-kind="{esc(row["kind"])}">'
             f'<figcaption>{place}. {_pill(row["tier"])} <b class="name">{esc(row["item"])}</b> · {_where(row)} · '
             f'{_baseline(row)}<br><span class="also">{_change(row)}</span></figcaption><div class="charts">'
-            f'{_psi_chart(bins.get(pair, []), "PSI bins of " + label)}'
-            f'{_ecdf_chart(ecdfs.get(pair, {}), "CDFs of " + label)}</div></figure>')
+            f'{charts}</div></figure>')
     out.append("</section>")
     return "".join(out)
 
@@ -678,9 +730,11 @@ def render_report(store: Store, run: str = "latest", *, top: int = TOP_DEFAULT) 
     drifted_items = len(also)
 
     pairs = {(r["baseline_key"], r["baseline_kind"], r["item"])
-             for r in worst if r["item_kind"] == "distribution"}
+             for r in worst if r["item_kind"] == "distribution" and r["kind"] != "categorical"}
+    categorical = {(r["baseline_key"], r["baseline_kind"], r["item"]) for r in worst if r["kind"] == "categorical"}
     bins = _psi_bins(store, run_id, pairs)
     ecdfs = {pair: _ecdf(store, run_id, *pair) for pair in sorted(pairs)}
+    shares = _category_shares(store, run_id, categorical)
     trends, trend_counts = _trends(store, run_id)
     metrics = {(r["baseline_key"], r["item"]) for r in worst if r["item_kind"] == "metric"}
     series = _series(store, run_id, metrics | {(t["baseline_key"], t["metric"]) for t in trends})
@@ -695,9 +749,10 @@ def render_report(store: Store, run: str = "latest", *, top: int = TOP_DEFAULT) 
         "".join(_node_html(child) for child in _worst_first(tree.children.values())),
         "</section>",
         _worst_html(worst, also, series, drifted_items, len(drifted)),
-        _distributions_html(worst, bins, ecdfs),
+        _distributions_html(worst, bins, ecdfs, shares),
         _trends_html(trends, series),
-        "<footer>Numbers from the metricsduck views drift, psi_bins, distribution_values, facts and trends. "
+        "<footer>Numbers from the metricsduck views drift, psi_bins, category_shares, distribution_values, facts "
+        "and trends. "
         "Tiers: OK, WARN, ALERT; thresholds from the tree's config.</footer>",
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

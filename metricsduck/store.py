@@ -158,19 +158,16 @@ class Store:
               metric: str | None = None) -> Any:
         """Rows of the `drift` view matching the filters, worst first (a DuckDB relation):
         by tier, then by how far they moved (|rel_delta| of a metric, PSI then KS D of a
-        distribution), then newest run first.
+        distribution, L-infinity of a categorical one), then newest run first.
 
         `tier` keeps rows at least that bad (WARN: WARN and ALERT); `run` is a run id or
         'latest'; `baseline` a baseline kind; `item` 'metric' or 'distribution'; `metric`
-        one metric's rows.
+        the rows of one metric or distribution.
         """
         check_choice("baseline", baseline, BASELINE_KINDS)
         check_choice("item", item, ITEM_KINDS)
         if metric is not None:
-            if item not in (None, "metric"):
-                raise InputError(f"metric {metric!r} selects metric rows; drop item {item!r} or the metric")
-            self._check_values({"metric": metric})
-            item = "metric"
+            self._check_item(metric, item)
         run = self._run(run)
         self.compute_drift(run=run)
         return self._filtered(
@@ -178,8 +175,8 @@ class Store:
             {"stage": stage, "view": view, "target": target, "symbol": symbol,
              "baseline_kind": baseline, "item_kind": item, "item": metric},
             tier=tier, run=run,
-            order="tier_rank DESC NULLS LAST, coalesce(abs(rel_delta), psi) DESC NULLS LAST, ks_d DESC NULLS LAST, "
-                  "run_started_at DESC, run_id, baseline_key, baseline_kind, item_kind, item",
+            order="tier_rank DESC NULLS LAST, coalesce(abs(rel_delta), psi, linf) DESC NULLS LAST, "
+                  "ks_d DESC NULLS LAST, run_started_at DESC, run_id, baseline_key, baseline_kind, item_kind, item",
         )
 
     def trends(self, *, stage: str | None = None, view: str | None = None,
@@ -289,6 +286,27 @@ class Store:
             baseline=baseline, run=run, distribution=distribution,
         )
 
+    def category_shares(self, *, stage: str | None = None, view: str | None = None,
+                        target: str | None = None, symbol: str | None = None,
+                        baseline_key: str | None = None, baseline: str | None = None,
+                        run: str | None = None, distribution: str | None = None) -> Any:
+        """The counts per category behind each categorical drift (a DuckDB relation): one
+        row per cohort-run x baseline kind x text distribution x category either side holds.
+
+        Columns: the identity and baseline columns of `psi_bins`, `category`, `n` and `m`
+        (text values now and in the baseline), each side's count and share (a category one
+        side lacks has count 0 there); the largest `abs(current_share - baseline_share)` of
+        a distribution is its `linf` in `drift`. Filters as in `psi_bins`.
+        """
+        return self._pair_query(
+            "SELECT picked.* EXCLUDE (pair_id), c.category, c.n, c.m, c.baseline_count, c.current_count, "
+            "c.baseline_share, c.current_share "
+            "FROM category_counts('psi_source') AS c JOIN picked USING (pair_id, distribution) "
+            "ORDER BY run_started_at DESC, run_id, baseline_key, baseline_kind, distribution, category",
+            stage=stage, view=view, target=target, symbol=symbol, baseline_key=baseline_key,
+            baseline=baseline, run=run, distribution=distribution,
+        )
+
     def _pair_query(self, select: str, *, stage: str | None, view: str | None,
                     target: str | None, symbol: str | None, baseline_key: str | None,
                     baseline: str | None, run: str | None, distribution: str | None) -> Any:
@@ -299,8 +317,9 @@ class Store:
 
         The pairs are filtered before any statistic is computed: the `psi_bins` view
         computes the bins of every pair in the tree and only then filters.
-        `two_sample_bins('psi_source')` is that view's own
-        definition applied to the picked pairs alone (tests hold the two equal).
+        `two_sample_bins('psi_source')` is that view's own definition applied to the picked
+        pairs alone, as `category_counts('psi_source')` is `category_shares`'s (tests hold
+        each pair equal).
         """
         check_choice("baseline", baseline, BASELINE_KINDS)
         run = self._run(run)
@@ -319,7 +338,7 @@ class Store:
         )
         return picked.query(
             "picked",
-            "WITH psi_source AS (SELECT dv.pair_id, dv.distribution, dv.side, dv.value "
+            "WITH psi_source AS (SELECT dv.pair_id, dv.distribution, dv.side, dv.value, dv.value_text "
             "FROM distribution_values AS dv SEMI JOIN picked USING (pair_id, distribution)) "
             + select,
         )
@@ -385,6 +404,21 @@ class Store:
                                if v is not None)
                 if value not in known:
                     raise unknown_value(column, value, known, str(self.root))
+
+    def _check_item(self, name: Any, item: str | None) -> None:
+        """An InputError unless the tree has a metric or distribution `name` (of kind `item`
+        when given), naming the closest ones it has."""
+        if not isinstance(name, str):
+            raise InputError(f"metric must be a string, got {type(name).__name__} {name!r}")
+        held = {kind: {v for (v,) in self.con.sql(f"SELECT DISTINCT {kind} FROM {KNOWN_IN[kind]}").fetchall()
+                       if v is not None} for kind in ITEM_KINDS}
+        wanted = [item] if item else list(ITEM_KINDS)
+        if any(name in held[kind] for kind in wanted):
+            return
+        for kind in ITEM_KINDS:
+            if name in held[kind]:
+                raise InputError(f"{name} is a {kind}, not a {item}; drop item {item!r}")
+        raise unknown_value("metric", name, sorted(set().union(*(held[k] for k in wanted))), str(self.root))
 
     def _run_scope(self, run: str) -> str:
         """A new table of the cohort-runs (baseline_key, run_id) of `run` (a run id or

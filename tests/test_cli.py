@@ -367,7 +367,7 @@ def test_drift_is_worst_first_by_tier_then_by_how_far_it_moved(runner: CliRunner
     rank = {"ALERT": 2, "WARN": 1, "OK": 0, None: -1}
 
     def magnitude(r: dict) -> tuple[float, float]:
-        first = abs(r["rel_delta"]) if r["rel_delta"] is not None else r["psi"]
+        first = abs(r["rel_delta"]) if r["rel_delta"] is not None else r["psi"] if r["psi"] is not None else r["linf"]
         return (-1.0 if first is None else first, -1.0 if r["ks_d"] is None else r["ks_d"])
 
     keys = [(rank[r["tier"]], *magnitude(r)) for r in rows]
@@ -377,6 +377,16 @@ def test_drift_is_worst_first_by_tier_then_by_how_far_it_moved(runner: CliRunner
     metric = json.loads(run(runner, "drift", demo.root, "--run", "latest", "--metric", "mean_score",
                             "--format", "json").stdout)
     assert metric == [r for r in rows if r["item_kind"] == "metric" and r["item"] == "mean_score"] != []
+    # --metric names a distribution as well; a typo or the wrong item kind names what to fix
+    regime = json.loads(run(runner, "drift", demo.root, "--run", "latest", "--metric", "regime",
+                            "--format", "json").stdout)
+    assert regime == [r for r in rows if r["item"] == "regime"] != []
+    assert {r["kind"] for r in regime} == {"categorical"}
+    typo = run(runner, "drift", demo.root, "--metric", "regim")
+    assert typo.exit_code == 4 and "metric regim: no such metric" in typo.stderr
+    assert "did you mean regime" in typo.stderr
+    wrong = run(runner, "drift", demo.root, "--metric", "regime", "--item", "metric")
+    assert wrong.exit_code == 4 and "regime is a distribution, not a metric; drop item 'metric'" in wrong.stderr
 
 
 def test_output_files_take_their_format_from_the_extension_and_need_their_folder(runner: CliRunner, tree: Path,

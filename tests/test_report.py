@@ -199,9 +199,17 @@ def test_psi_bars_match_psi_bins_and_cdfs_reach_one(demo) -> None:
     bins = {tuple(row[:3]): row[3] for row in sql(
         store, "SELECT baseline_key, baseline_kind, distribution, count(*) FROM psi_bins "
                "WHERE run_id = $run GROUP BY ALL", {"run": run_id})}
+    categories = {tuple(row[:3]): row[3] for row in sql(
+        store, "SELECT baseline_key, baseline_kind, distribution, count(*) FROM category_shares "
+               "WHERE run_id = $run GROUP BY ALL", {"run": run_id})}
+    assert {f["data-kind"] for f in figures} == {"distribution", "categorical"}
     for figure in figures:
         key = {"key": figure["data-baseline-key"], "kind": figure["data-baseline-kind"],
                "dist": figure["data-distribution"], "run": run_id}
+        if figure["data-kind"] == "categorical":  # a baseline and a current bar per category
+            assert figure["bars"] == 2 * categories[(key["key"], key["kind"], key["dist"])] > 2
+            assert figure["paths"] == []
+            continue
         expected_bars = bins[(key["key"], key["kind"], key["dist"])]
         assert expected_bars > 1 and figure["bars"] == expected_bars
         sides = dict(figure["paths"])
