@@ -51,6 +51,14 @@ TREND_TARGET = "y_will_peak_30m_0.03"  # CROSS_SECTIONAL, every run
 TREND_STEP = 0.015  # composite_score loses 1.5% per run
 IMPROVE_TARGET = "y_will_valley_120m_0.08"  # CROSS_SECTIONAL, last run
 IMPROVE_FACTOR = 1.3  # mean_score and composite_score gain 30%: IMPROVED (higher_is_better), not ALERT
+# A categorical sample: the market regime of each out-of-fold row, the same every run
+# (like the fold scores), until the last run of one cohort relabels half its calm rows
+# volatile and a twentieth of all rows with a regime the baseline never saw.
+REGIMES = ("calm", "trending", "volatile")
+REGIME_TARGET = "y_will_breakout_60m_0.04"  # CROSS_SECTIONAL, last run
+REGIME_NEW = "halted"
+# The injections whose items come out ALERT in the last run, against every baseline kind.
+ALERTING = ("collapse", "shift", "categorical_shift")
 BAD_RUN = 4  # marked good=False when a later run exists to be compared with it
 FINGERPRINT_RUN = 5  # git_commit changes from this run on
 GIT_COMMITS = ("4f1c2ab", "9d8e7f6")
@@ -78,7 +86,7 @@ class Injection:
     mean every cohort of that level (the bad run and the fingerprint change).
     """
 
-    kind: str  # "collapse" | "shift" | "improvement" | "trend" | "bad_run" | "fingerprint"
+    kind: str  # "collapse" | "shift" | "categorical_shift" | "improvement" | "trend" | "bad_run" | "fingerprint"
     run_id: str | None
     stage: str
     view: str | None
@@ -103,6 +111,7 @@ class _Cohort:
     fold_scores: np.ndarray
     oof_base: np.ndarray
     importance_base: np.ndarray
+    regime_base: np.ndarray
 
     @property
     def key(self) -> str:
@@ -153,6 +162,7 @@ def _cohort(seed: int, view: str, target: str, symbol: str | None) -> _Cohort:
         fold_scores=mean_score + rng.normal(0.0, 0.02, N_FOLDS),
         oof_base=rng.beta(2.0, 5.0, N_OOF),
         importance_base=rng.exponential(0.01, n_post),
+        regime_base=rng.choice(REGIMES, N_OOF, p=rng.dirichlet([6.0, 3.0, 2.0])),
     )
 
 
@@ -188,6 +198,11 @@ def _cohort_run(cohort: _Cohort, seed: int, run: int, runs: int) -> tuple[dict, 
         values["composite_score"] *= IMPROVE_FACTOR
     if last and _is(cohort, SYMBOL_SPECIFIC, SHIFT_TARGET, SHIFT_SYMBOL):
         oof = oof + SHIFT_AMOUNT
+    regime = cohort.regime_base.copy()
+    if last and _is(cohort, CROSS_SECTIONAL, REGIME_TARGET):
+        calm = np.flatnonzero(regime == "calm")
+        regime[calm[: calm.size // 2]] = "volatile"
+        regime[: N_OOF // 20] = REGIME_NEW
     if _is(cohort, CROSS_SECTIONAL, TREND_TARGET):
         # Geometric, so every step is 1.5% of the previous value (below the 5% WARN tier)
         # however many runs there are, and the value never turns negative.
@@ -207,6 +222,7 @@ def _cohort_run(cohort: _Cohort, seed: int, run: int, runs: int) -> tuple[dict, 
         "fold_scores": fold_scores,
         "oof_predictions": np.clip(oof, 0.0, 1.0),  # they are probabilities
         "feature_importance": importance,
+        "regime": regime.tolist(),
     }
     return metrics, samples
 
@@ -264,7 +280,8 @@ def write_demo(
         bad = _has_bad_run(runs) and run == BAD_RUN
         for cohort in cohorts:
             metrics, samples = _cohort_run(cohort, seed, run, runs)
-            seen[(cohort.key, run)] = {**metrics, "oof_mean": float(samples["oof_predictions"].mean())}
+            seen[(cohort.key, run)] = {**metrics, "oof_mean": float(samples["oof_predictions"].mean()),
+                                       "volatile": samples["regime"].count("volatile") / N_OOF}
             tracker.save_cohort(
                 STAGE, cohort.view, cohort.target, metrics,
                 symbol=cohort.symbol,
@@ -321,6 +338,15 @@ def _injections(runs: int, seen: dict[tuple[str, int], dict[str, Any]],
         "shift", last, STAGE, SYMBOL_SPECIFIC, SHIFT_TARGET, SHIFT_SYMBOL, ("oof_predictions",),
         f"{last} {STAGE}/{SYMBOL_SPECIFIC}/{SHIFT_TARGET}/{SHIFT_SYMBOL}: oof_predictions "
         f"shift +{SHIFT_AMOUNT:.2f} (mean {old:.2f} -> {new:.2f}; scalar metrics unchanged)",
+    ))
+
+    key = baseline_key(STAGE, CROSS_SECTIONAL, REGIME_TARGET, None)
+    old, new = seen[(key, before)]["volatile"], seen[(key, runs)]["volatile"]
+    out.append(Injection(
+        "categorical_shift", last, STAGE, CROSS_SECTIONAL, REGIME_TARGET, None, ("regime",),
+        f"{last} {STAGE}/{CROSS_SECTIONAL}/{REGIME_TARGET}: the regime of the rows shifts "
+        f"(volatile {old:.0%} -> {new:.0%}) and a new regime '{REGIME_NEW}' appears "
+        f"({1 / 20:.0%} of rows): a categorical sample, compared by category",
     ))
 
     key = baseline_key(STAGE, CROSS_SECTIONAL, TREND_TARGET, None)

@@ -63,7 +63,8 @@ def values(store) -> dict[tuple[str, str], list[float]]:
 def samples(store) -> dict[tuple[str, str, str], np.ndarray]:
     """`(baseline_key, run_id, distribution)` -> the stored sample values."""
     rows = store.sql(
-        "SELECT baseline_key, run_id, distribution, list(value) FROM samples GROUP BY 1, 2, 3"
+        "SELECT baseline_key, run_id, distribution, list(value) FROM samples WHERE value_text IS NULL "
+        "GROUP BY 1, 2, 3"
     ).fetchall()
     return {(key, run, dist): np.array(v, dtype=float) for key, run, dist, v in rows}
 
@@ -209,7 +210,8 @@ def test_another_seed_gives_other_values(tree, short_tree):
 
 def test_injections_of_a_five_run_tree(tree):
     _, injections = tree
-    assert [i.kind for i in injections] == ["bad_run", "fingerprint", "collapse", "improvement", "shift", "trend"]
+    assert [i.kind for i in injections] == ["bad_run", "fingerprint", "collapse", "improvement", "shift",
+                                            "categorical_shift", "trend"]
     assert describe(injections) == [i.description for i in injections]
     assert all(isinstance(line, str) and "\n" not in line and line for line in describe(injections))
     collapse, shift, trend = (injection(injections, k) for k in ("collapse", "shift", "trend"))
@@ -222,7 +224,10 @@ def test_injections_of_a_five_run_tree(tree):
     improvement = injection(injections, "improvement")
     assert (improvement.run_id, improvement.view, improvement.target, improvement.items) == (
         run_id(RUNS), "CROSS_SECTIONAL", "y_will_valley_120m_0.08", ("mean_score", "composite_score"))
-    assert len({collapse.target, improvement.target, shift.target, trend.target}) == 4
+    regime = injection(injections, "categorical_shift")
+    assert (regime.run_id, regime.view, regime.target, regime.items) == (
+        run_id(RUNS), "CROSS_SECTIONAL", "y_will_breakout_60m_0.04", ("regime",))
+    assert len({collapse.target, improvement.target, shift.target, regime.target, trend.target}) == 5
     assert injection(injections, "bad_run").run_id == run_id(4)
     assert injection(injections, "bad_run").items == ()
     assert injection(injections, "fingerprint").run_id == run_id(5)
@@ -231,7 +236,7 @@ def test_injections_of_a_five_run_tree(tree):
 
 def test_a_tree_too_short_for_a_bad_run_has_none(short_tree):
     root, injections = short_tree
-    assert [i.kind for i in injections] == ["collapse", "improvement", "shift", "trend"]
+    assert [i.kind for i in injections] == ["collapse", "improvement", "shift", "categorical_shift", "trend"]
     assert injection(injections, "collapse").run_id == run_id(2)
     # Two runs are below trend.min_runs (5 by default): the description says so.
     assert "needs 5 runs" in injection(injections, "trend").description
@@ -277,6 +282,28 @@ def test_shift_moves_tsla_oof_predictions_by_015_and_nothing_else(tree, values, 
     neighbour = f"{STAGE}:SYMBOL_SPECIFIC:{inj.target}:NVDA"
     assert ks_2samp(samples[(neighbour, inj.run_id, "oof_predictions")],
                     samples[(neighbour, run_id(RUNS - 1), "oof_predictions")]).statistic < 0.05
+
+
+def test_the_regime_sample_is_text_the_same_every_run_until_the_injected_shift(tree):
+    root, injections = tree
+    inj = injection(injections, "categorical_shift")
+
+    def regimes(run: int, target: str) -> list[str]:
+        (path,) = (root / f"run_{run:02d}" / "REPRODUCIBILITY" / STAGE / "CROSS_SECTIONAL" / target).glob(
+            "cohort=*/telemetry_samples.parquet")
+        rows = pq.read_table(path).to_pylist()
+        assert all(r["value"] is None for r in rows if r["distribution"] == "regime")
+        return [r["value_text"] for r in rows if r["distribution"] == "regime"]
+
+    for target in (inj.target, TARGETS[0]):
+        series = [regimes(run, target) for run in range(1, RUNS + 1)]
+        assert len(series[0]) == 500 and set(series[0]) <= {"calm", "trending", "volatile"}
+        assert all(s == series[0] for s in series[:-1])
+    before, after = regimes(RUNS - 1, inj.target), regimes(RUNS, inj.target)
+    moved = sum(b != a for b, a in zip(before, after, strict=True))
+    assert after.count("halted") == 25 and "halted" not in before
+    assert after.count("calm") < 0.55 * before.count("calm") and moved >= before.count("calm") // 2
+    assert regimes(RUNS, TARGETS[0]) == regimes(RUNS - 1, TARGETS[0])  # only the injected cohort moves
 
 
 def test_trend_target_declines_steadily_and_each_step_stays_below_warn(tree, values):

@@ -14,7 +14,7 @@ import nbclient  # the dev extra installs these; a missing one is an error, not 
 import nbformat
 import pytest
 
-from metricsduck.demo import COLLAPSE_TARGET, SHIFT_SYMBOL, SHIFT_TARGET, TREND_TARGET, run_id_of
+from metricsduck.demo import COLLAPSE_TARGET, REGIME_NEW, SHIFT_SYMBOL, SHIFT_TARGET, TREND_TARGET, run_id_of
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "drift_analysis.ipynb"
 RUNS = 5  # the fewest runs with every injection and a trend (trend.min_runs = 5)
@@ -80,8 +80,9 @@ def test_alert_table_shows_the_injected_collapse_and_shift(executed):
 
 @pytest.mark.slow  # runs the notebook in a kernel
 def test_figures_are_drawn(executed):
-    # the heatmap, the trend line and one PSI/CDF figure for each of the two worst KS
-    assert len(outputs(executed, "image/png")) == 4
+    # the heatmap, the trend line, one PSI/CDF figure for each of the two worst KS and the
+    # category shares of the worst categorical sample
+    assert len(outputs(executed, "image/png")) == 5
 
 
 @pytest.mark.slow  # runs the notebook in a kernel
@@ -101,6 +102,15 @@ def test_bins_and_cdfs_add_up_to_the_drift_row(executed):
         assert float(gap) == pytest.approx(float(ks_d), abs=2e-6)
         # both are injected: the shift (ALERT) and the collapse's five fold scores (LOW_N)
         assert float(psi) >= 0.2 and float(ks_d) >= 0.1
+
+
+@pytest.mark.slow  # runs the notebook in a kernel
+def test_category_shares_explain_the_injected_regime_shift(executed):
+    text = "".join(outputs(executed, "stream"))
+    (check,) = re.findall(r"largest share change (\S+) = linf (\S+); new \['(\w+)'\], gone \[\]", text)
+    change, linf, new = check
+    assert float(change) == pytest.approx(float(linf), abs=2e-6) and float(linf) >= 0.2
+    assert new == REGIME_NEW
 
 
 # --- results left undrained, stores left to the garbage collector ------------------------------

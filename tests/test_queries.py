@@ -29,6 +29,8 @@ from metricsduck.demo import (
     COLLAPSE_TARGET,
     FINGERPRINT_RUN,
     IMPROVE_TARGET,
+    REGIME_NEW,
+    REGIME_TARGET,
     SHIFT_SYMBOL,
     SHIFT_TARGET,
     SYMBOLS,
@@ -194,12 +196,14 @@ def injected(row: dict) -> str | None:
         return "collapse"
     if (row["view"], row["target"], row["symbol"]) == (SS, SHIFT_TARGET, SHIFT_SYMBOL):
         return "shift"
+    if (row["view"], row["target"], row["symbol"]) == (CS, REGIME_TARGET, None):
+        return "categorical_shift"
     return None
 
 
-def test_worst_drifts_of_the_latest_run_are_the_collapse_and_the_shift(answers):
+def test_worst_drifts_of_the_latest_run_are_the_collapse_and_the_shifts(answers):
     rows = answers("worst drifts of the latest run")
-    assert rows and {injected(r) for r in rows} == {"collapse", "shift"}
+    assert rows and {injected(r) for r in rows} == {"collapse", "shift", "categorical_shift"}
     assert {r["tier"] for r in rows} == {"ALERT"}  # the demo's noise stays below every WARN
     # the shift's PSI (about 2) leads; the collapse's five fold_scores are LOW_N, not an alert
     assert (rows[0]["item"], injected(rows[0])) == ("oof_predictions", "shift") and rows[0]["psi"] > 1
@@ -209,12 +213,24 @@ def test_worst_drifts_of_the_latest_run_are_the_collapse_and_the_shift(answers):
     collapse_metrics = {r["item"] for r in rows if injected(r) == "collapse" and r["item_kind"] == "metric"}
     assert collapse_metrics == {"mean_score", "composite_score"}
     assert all(-0.30 < r["rel_delta"] < -0.24 for r in rows if r["item_kind"] == "metric")
+    regime = [r for r in rows if injected(r) == "categorical_shift"]
+    assert {(r["item"], r["baseline_kind"]) for r in regime} == {("regime", kind) for kind in KINDS}
+    assert all(r["psi"] is None and r["linf"] > 0.2 for r in regime)
+
+
+def test_the_categories_that_moved_are_the_regimes_the_demo_relabelled(answers):
+    rows = answers("categories moved")
+    assert {injected(r) for r in rows} == {"categorical_shift"}  # the only categorical ALERT
+    assert [r["category"] for r in rows][:2] == ["calm", "volatile"]  # half the calm rows relabelled
+    assert rows[0]["share_change"] < -0.2 < 0.2 < rows[1]["share_change"]
+    halted = next(r for r in rows if r["category"] == REGIME_NEW)
+    assert (halted["baseline_count"], halted["categories_new"], halted["categories_gone"]) == (0, [REGIME_NEW], [])
 
 
 def test_the_latest_run_has_the_most_alerts_and_no_other_run_has_any(answers):
     rows = answers("runs have the most ALERTs")
     assert [r["run_id"] for r in rows] == [run_id_of(i) for i in range(RUNS, 0, -1)]
-    assert rows[0]["alerts"] > 0 and rows[0]["cohorts_alerting"] == 2
+    assert rows[0]["alerts"] > 0 and rows[0]["cohorts_alerting"] == 3
     assert rows[0]["alerts"] == rows[0]["metric_alerts"] + rows[0]["distribution_alerts"]
     assert all(r["alerts"] == 0 and r["warns"] == 0 for r in rows[1:])
 
@@ -247,7 +263,7 @@ def test_baseline_kinds_agree_on_every_injected_alert(answers):
     rows = answers("baseline kinds agree")
     assert {(r["view"], r["target"], r["symbol"], r["item"]) for r in rows} == {
         (CS, COLLAPSE_TARGET, None, "mean_score"), (CS, COLLAPSE_TARGET, None, "composite_score"),
-        (SS, SHIFT_TARGET, SHIFT_SYMBOL, "oof_predictions")}
+        (SS, SHIFT_TARGET, SHIFT_SYMBOL, "oof_predictions"), (CS, REGIME_TARGET, None, "regime")}
     assert all(r["kinds_agree"] and r["previous_run"] == r["rolling"] == r["last_good_run"] == "ALERT"
                for r in rows)
 

@@ -3,7 +3,7 @@
 Every `metricsduck …` line of the README's shell blocks runs in the order the README gives
 them, with `RESULTS` meaning the tree the first command (`metricsduck demo demo-tree`) wrote;
 each must exit 0 and print what a user would look for. The Python blocks run as written (the
-pipeline example with a list for its `predictions`), each line echoed like a REPL echoes it,
+pipeline example with lists for its `predictions` and `labels`), each line echoed like a REPL echoes it,
 and the DuckDB CLI command runs with the CLI of PyPI. A README line added without a step
 here fails the test, so the walk stays the README's.
 """
@@ -100,7 +100,7 @@ def test_a_newcomer_walks_the_readme_top_to_bottom(tmp_path: Path, monkeypatch: 
     assert (tmp_path / "drift_report.html").stat().st_size > 10_000
 
     tracker, store = blocks("python")
-    python("predictions = [0.01 * i for i in range(100)]\n" + tracker, tmp_path)
+    python("predictions = [0.01 * i for i in range(100)]\nlabels = ['up', 'down'] * 50\n" + tracker, tmp_path)
     (cohort,) = (tmp_path / "RESULTS" / "run_2026-01-05").rglob("cohort=sy_2025Q1_*")
     assert sorted(p.name for p in cohort.iterdir()) == [
         "audit_report.json", "metadata.json", "metrics.json", "telemetry_metrics.json",

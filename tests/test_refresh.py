@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import metricsduck
+from metricsduck.demo import ALERTING
 
 LATEST = "demo_run_06"
 
@@ -32,9 +33,9 @@ def test_injected_drift_is_alert_exactly_where_the_demo_put_it(demo_store) -> No
     store, injections, _ = demo_store
     expected = {
         where(i) + (item,)
-        for i in injections if i.kind in ("collapse", "shift") for item in i.items
+        for i in injections if i.kind in ALERTING for item in i.items
     }
-    assert len(expected) == 3  # mean_score, composite_score; oof_predictions
+    assert len(expected) == 4  # mean_score, composite_score; oof_predictions; regime
     for kind in ("previous_run", "rolling", "last_good_run"):
         alerts = rows(store, "SELECT view, target, symbol, item, run_id FROM drift "
                              "WHERE tier = 'ALERT' AND baseline_kind = ?", [kind])
@@ -58,7 +59,7 @@ def test_the_injected_improvement_is_improved_not_an_alert(demo_store) -> None:
 
 def test_stable_cohorts_stay_ok(demo_store) -> None:
     store, injections, _ = demo_store
-    injected = {where(i) for i in injections if i.kind in ("collapse", "shift")}
+    injected = {where(i) for i in injections if i.kind in ALERTING}
     trend = next(i for i in injections if i.kind == "trend")
     not_ok = rows(store, "SELECT view, target, symbol, item, baseline_kind, tier FROM drift "
                          "WHERE tier <> 'OK'")
