@@ -202,34 +202,32 @@ def _drifted(drift: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
     return [dict(zip(DRIFT_COLUMNS, row, strict=True)) for row in rows]
 
 
+def _by_pair(relation: Any, columns: str, order: str, pairs: set[tuple[str, str, str]]) -> dict[tuple, list]:
+    """The rows of `relation` (a pair helper of the store) for the given (baseline_key,
+    baseline_kind, distribution) pairs: `columns` after those three, in `order` within a pair."""
+    rows = relation.query("r", f"SELECT baseline_key, baseline_kind, distribution, {columns} FROM r "
+                               f"ORDER BY baseline_key, baseline_kind, distribution, {order}").fetchall()
+    found: dict[tuple, list] = {}
+    for row in rows:
+        if row[:3] in pairs:
+            found.setdefault(row[:3], []).append(row[3:])
+    return found
+
+
 def _psi_bins(store: Store, run_id: str, pairs: set[tuple[str, str, str]]) -> dict[tuple, list]:
     """PSI bins of the given (baseline_key, baseline_kind, distribution) pairs of the run."""
     if not pairs:
         return {}
-    rows = store.psi_bins(run=run_id).query(
-        "b", "SELECT baseline_key, baseline_kind, distribution, bin, lower_edge, upper_edge, "
-        "baseline_share, current_share, contribution FROM b "
-        "ORDER BY baseline_key, baseline_kind, distribution, bin").fetchall()
-    found: dict[tuple, list] = {}
-    for row in rows:
-        if row[:3] in pairs:
-            found.setdefault(row[:3], []).append(row[3:])
-    return found
+    return _by_pair(store.psi_bins(run=run_id), "bin, lower_edge, upper_edge, baseline_share, current_share, "
+                    "contribution", "bin", pairs)
 
 
 def _category_shares(store: Store, run_id: str, pairs: set[tuple[str, str, str]]) -> dict[tuple, list]:
-    """`(category, baseline share, current share)` of the given (baseline_key, baseline_kind,
-    distribution) pairs of the run, categories in order."""
+    """`(category, baseline share, current share)` of the given pairs of the run, in order."""
     if not pairs:
         return {}
-    rows = store.category_shares(run=run_id).query(
-        "c", "SELECT baseline_key, baseline_kind, distribution, category, baseline_share, current_share FROM c "
-        "ORDER BY baseline_key, baseline_kind, distribution, category").fetchall()
-    found: dict[tuple, list] = {}
-    for row in rows:
-        if row[:3] in pairs:
-            found.setdefault(row[:3], []).append(row[3:])
-    return found
+    return _by_pair(store.category_shares(run=run_id), "category, baseline_share, current_share", "category",
+                    pairs)
 
 
 def _ecdf(store: Store, run_id: str, key: str, kind: str, distribution: str) -> dict[str, list]:

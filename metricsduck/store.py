@@ -301,7 +301,7 @@ class Store:
         return self._pair_query(
             "SELECT picked.* EXCLUDE (pair_id), c.category, c.n, c.m, c.baseline_count, c.current_count, "
             "c.baseline_share, c.current_share "
-            "FROM category_counts('psi_source') AS c JOIN picked USING (pair_id, distribution) "
+            "FROM category_counts('category_source') AS c JOIN picked USING (pair_id, distribution) "
             "ORDER BY run_started_at DESC, run_id, baseline_key, baseline_kind, distribution, category",
             stage=stage, view=view, target=target, symbol=symbol, baseline_key=baseline_key,
             baseline=baseline, run=run, distribution=distribution,
@@ -313,12 +313,12 @@ class Store:
         """`select` run over the compared cohort-run x baseline kind x distribution triples
         that match the filters (as `picked`: identity columns, distribution and pair_id;
         only distributions the cohort-run has) and their `distribution_values` (as
-        `psi_source`).
+        `psi_source`; its text values counted per category as `category_source`).
 
         The pairs are filtered before any statistic is computed: the `psi_bins` view
         computes the bins of every pair in the tree and only then filters.
         `two_sample_bins('psi_source')` is that view's own definition applied to the picked
-        pairs alone, as `category_counts('psi_source')` is `category_shares`'s (tests hold
+        pairs alone, as `category_counts('category_source')` is `category_shares`'s (tests hold
         each pair equal).
         """
         check_choice("baseline", baseline, BASELINE_KINDS)
@@ -339,7 +339,9 @@ class Store:
         return picked.query(
             "picked",
             "WITH psi_source AS (SELECT dv.pair_id, dv.distribution, dv.side, dv.value, dv.value_text "
-            "FROM distribution_values AS dv SEMI JOIN picked USING (pair_id, distribution)) "
+            "FROM distribution_values AS dv SEMI JOIN picked USING (pair_id, distribution)), "
+            "category_source AS (SELECT pair_id, distribution, side, value_text, count(*) AS count "
+            "FROM psi_source WHERE value_text IS NOT NULL GROUP BY ALL) "
             + select,
         )
 

@@ -99,6 +99,13 @@ def tree(tmp_path_factory):
         rows = store.sql(DRIFT).fetchall()
         names = store.sql(DRIFT).columns
         shares = store.sql("SELECT * FROM category_shares ORDER BY ALL").fetchall()
+        # the store's helper pre-filters the pairs; its rows must be the view's
+        method = store.category_shares().query(
+            "c", "SELECT baseline_key, run_id, baseline_kind, distribution, category, baseline_count, "
+            "current_count, baseline_share, current_share FROM c ORDER BY ALL").fetchall()
+        assert method == shares
+        one = store.category_shares(run="run01", baseline="rolling", distribution="cls", target="yates")
+        assert one.query("c", "SELECT category, n, m FROM c ORDER BY ALL").fetchall() == [("a", 40, 40), ("b", 40, 40)]
         bad = store.bad_files()
     yield root, values, [dict(zip(names, r, strict=True)) for r in rows], shares, bad
 

@@ -1,5 +1,5 @@
 -- categorical_tests(source): per pair_id x distribution of category_counts(source) (the
--- text values of `source`, where both sides hold some): n, m, the effect, the evidence for
+-- category counts of `source`, where both sides hold some): n, m, the effect, the evidence for
 -- it and the tier they justify, in the columns of two_sample_tests (those of numbers NULL)
 -- plus the categories' own.
 -- Evidence: chi2 = Pearson's chi-square of homogeneity on the 2 x K table of counts per

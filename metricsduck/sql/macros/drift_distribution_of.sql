@@ -11,10 +11,21 @@ CREATE OR REPLACE MACRO drift_distribution_of(pairs, summary, missing, sample_ro
 WITH dv AS (
     SELECT * FROM distribution_values_of(pairs, summary, sample_rows)
 ),
-sample_counts AS (
-    SELECT baseline_key, run_id, distribution, count(value) AS numbers, count(value_text) AS texts
+categories AS (
+    -- one pass over the rows: per run and distribution its numbers, and its count of each
+    -- category (a numeric distribution is one row, value_text NULL)
+    SELECT baseline_key, run_id, distribution, value_text, count(value) AS numbers,
+           count(value_text) AS count
     FROM query_table(sample_rows)
+    GROUP BY baseline_key, run_id, distribution, value_text
+),
+sample_counts AS (
+    SELECT baseline_key, run_id, distribution, sum(numbers) AS numbers, sum(count) AS texts
+    FROM categories
     GROUP BY baseline_key, run_id, distribution
+),
+category_values AS (
+    SELECT * FROM category_values_of(pairs, summary, 'categories')
 ),
 sized AS (
     -- n and m from per-run counts, so pairs without values on a side still get a row; the
@@ -45,7 +56,7 @@ tested AS (
     -- a cohort-run's values are numbers or text, so a pair gets at most one of the two
     SELECT * FROM two_sample_tests('dv')
     UNION ALL BY NAME
-    SELECT * FROM categorical_tests('dv')
+    SELECT * FROM categorical_tests('category_values')
 ),
 compared AS (
     SELECT
@@ -62,16 +73,15 @@ compared AS (
     UNION ALL
     -- Cohort-runs without a baseline of a kind: each of their distributions, NO_BASELINE.
     SELECT
-        s.baseline_key, s.run_id, mb.baseline_kind, s.distribution,
-        CASE WHEN count(s.value_text) > 0 THEN 'categorical' ELSE 'distribution' END,
-        count(s.value) + count(s.value_text), 0,
+        c.baseline_key, c.run_id, mb.baseline_kind, c.distribution,
+        CASE WHEN c.texts > 0 THEN 'categorical' ELSE 'distribution' END,
+        CAST(CASE WHEN c.texts > 0 THEN c.texts ELSE c.numbers END AS BIGINT), 0,
         NULL, 0, NULL, NULL, NULL,
         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
         NULL, NULL, NULL, NULL, NULL, NULL,
         'NO_BASELINE'
-    FROM query_table(sample_rows) AS s
-    JOIN query_table(missing) AS mb ON mb.baseline_key = s.baseline_key AND mb.run_id = s.run_id
-    GROUP BY s.baseline_key, s.run_id, mb.baseline_kind, s.distribution
+    FROM sample_counts AS c
+    JOIN query_table(missing) AS mb ON mb.baseline_key = c.baseline_key AND mb.run_id = c.run_id
 )
 SELECT
     cr.stage, cr.view, cr.target, cr.symbol, c.baseline_key, c.run_id, cr.run_started_at,

@@ -8,7 +8,11 @@ CREATE OR REPLACE VIEW category_shares AS
 WITH
     tree_pairs AS MATERIALIZED (FROM baselines),
     tree_summary AS MATERIALIZED (FROM baseline_summary_of('tree_pairs')),
-    tree_values AS MATERIALIZED (FROM distribution_values_of('tree_pairs', 'tree_summary', 'samples'))
+    tree_categories AS MATERIALIZED (
+        SELECT baseline_key, run_id, distribution, value_text, count(*) AS count
+        FROM samples WHERE value_text IS NOT NULL
+        GROUP BY baseline_key, run_id, distribution, value_text),
+    tree_values AS MATERIALIZED (FROM category_values_of('tree_pairs', 'tree_summary', 'tree_categories'))
 SELECT
     p.baseline_key, p.run_id, p.baseline_kind, c.distribution, c.category, c.baseline_count,
     c.current_count, c.baseline_share, c.current_share
