@@ -55,6 +55,12 @@ def _num(value: float | int | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _p(value: float | None) -> str:
+    """A p-value: a p computed as 0 (below what the series or a double resolves) is shown as
+    an upper bound, not as an impossible 0."""
+    return "< 1e-16" if value == 0 else _num(value, 3)
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:+.1f}%"
 
@@ -498,11 +504,11 @@ def _change(row: dict[str, Any]) -> str:
     if row["kind"] == "categorical":
         moved = [f"new: {esc(', '.join(row['categories_new']))}"] if row["categories_new"] else []
         moved += [f"gone: {esc(', '.join(row['categories_gone']))}"] if row["categories_gone"] else []
-        return (f"largest share change {_num(row['linf'], 3)}, χ² p {_num(row['chi2_p'], 3)}"
+        return (f"largest share change {_num(row['linf'], 3)}, χ² p {_p(row['chi2_p'])}"
                 + "".join(f" · {m}" for m in moved) + f" · n {_num(row['n'])}, m {_num(row['m'])}")
     if row["item_kind"] == "distribution":
         return (f"PSI {_num(row['psi'])} ({esc(row['psi_tier'])}) · KS D {_num(row['ks_d'])}, "
-                f"p {_num(row['ks_p'], 3)} ({esc(row['ks_tier'])}) · n {_num(row['n'])}, m {_num(row['m'])}")
+                f"p {_p(row['ks_p'])} ({esc(row['ks_tier'])}) · n {_num(row['n'])}, m {_num(row['m'])}")
     if row["current_text"] is not None or row["baseline_text"] is not None:
         current = row["current_text"] if row["current_text"] is not None else _num(row["current_value"])
         base = row["baseline_text"] if row["baseline_text"] is not None else _num(row["baseline_value"])
@@ -555,7 +561,9 @@ def _items_table(items: list[dict[str, Any]]) -> str:
         for kind in BASELINE_KINDS:
             found = kinds.get(kind)
             cells.append(f"<td>{_pill(found['tier'])} {_change(found)}</td>" if found else '<td class="zero">–</td>')
-        out.append(f'<tr class="item-row"><td class="name">{esc(item)}</td><td>{esc(item_kind)}</td>'
+        # a distribution says whether it holds numbers or categories
+        label = item_kind if item_kind == "metric" else next(iter(kinds.values()))["kind"]
+        out.append(f'<tr class="item-row"><td class="name">{esc(item)}</td><td>{esc(label)}</td>'
                    f'{"".join(cells)}</tr>')
     out.append("</table>")
     return "".join(out)
@@ -629,7 +637,7 @@ def _worst_html(worst: list[dict[str, Any]], also: dict[tuple, list[str]], serie
         return "".join(out)
     out.append(f'<p class="sub">The {len(worst)} worst of the run\'s {drifted_items} drifted items '
                f'({drifted_rows} WARN/ALERT rows over every baseline kind), each against its worst '
-               'baseline kind; ordered by tier, then PSI or |relative change|.</p>'
+               'baseline kind; ordered by tier, then PSI, largest share change or |relative change|.</p>'
                '<table class="worst"><tr><th>#</th><th>tier</th><th>where</th><th>item</th><th>baseline</th>'
                '<th>change</th><th>history</th><th>also</th></tr>')
     for place, row in enumerate(worst, 1):
