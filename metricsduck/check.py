@@ -94,7 +94,7 @@ def _open_store(root: Path, config: Config, sql_dir: Path | None) -> Store:
     from .engine import new_connection
     from .store import Store
 
-    con = new_connection()
+    con = new_connection(config)
     try:
         snapshot = bind_snapshot(con, root, config, use_cache=False)
     except BaseException:

@@ -35,6 +35,7 @@ def fail(message: str, code: int) -> None:
 
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 OWN_PROCESS = "own_process"  # in ctx.obj: the command runs in a process of its own (`run`)
+CONFIG_META = "metricsduck.config"  # in ctx.meta: the config the command resolved
 
 
 class Group(click.Group):
@@ -79,7 +80,7 @@ class Group(click.Group):
             if type(exc).__name__ == "OutOfMemoryException":  # duckdb's, not imported up here
                 from .engine import out_of_resources
 
-                fail(str(out_of_resources(exc)), ExitCode.RESOURCES)
+                fail(str(out_of_resources(exc, ctx.meta.get(CONFIG_META))), ExitCode.RESOURCES)
             fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)",
                  ExitCode.INTERNAL)
 
@@ -133,7 +134,10 @@ ROOT = click.argument("root", type=click.Path(file_okay=False))
 def _config(root: str | None, config_path: str | None) -> Config:
     from .config import resolve_config
 
-    return resolve_config(root, config_path)
+    config = resolve_config(root, config_path)
+    # kept for the error that names the limits in force if DuckDB runs out of memory
+    click.get_current_context().meta[CONFIG_META] = config
+    return config
 
 
 def _store(root: str, config_path: str | None, cached: bool = False) -> Store:

@@ -117,6 +117,16 @@ def _directions(key: str, value: Any) -> dict[str, str]:
     return out
 
 
+_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.I)
+
+
+def _size(key: str, value: Any) -> str:
+    """`auto` or a size DuckDB reads (4GB, 512MB, 1.5GiB)."""
+    if not isinstance(value, str) or not (value == "auto" or _SIZE.fullmatch(value.strip())):
+        raise ConfigError(f"{key} must be a size such as 4GB or 512MB, or auto, got {value!r}")
+    return value.strip()
+
+
 def _prefix(key: str, value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,39}", value):
         raise ConfigError(
@@ -174,7 +184,10 @@ SPEC: dict[str, Any] = {
     },
     "samples": {"max_per_distribution": _int(1)},
     "files": {"prefix": _prefix},
+    "engine": {"memory_limit": _size, "temp_directory_size": _size},
 }
+# Sections that configure the process, not the views: no settings column of theirs.
+NOT_SQL = ("engine",)
 
 
 def _validate(raw: Any, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -278,12 +291,12 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 
 def scalar_settings(values: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """`(key, value)` of every scalar setting, `[warn, alert]` pairs as `<key>.warn` and
-    `<key>.alert`; the per-metric rules (critical metrics, overrides, directions) are not
-    scalars."""
+    """`(key, value)` of every scalar setting the views read, `[warn, alert]` pairs as
+    `<key>.warn` and `<key>.alert`; the per-metric rules (critical metrics, overrides,
+    directions) are not scalars, and the engine's limits are not the views'."""
     out: list[tuple[str, Any]] = []
     for key, value in _flatten(values):
-        if key in ("drift.critical_metrics", *(f"drift.{k}" for k in PER_METRIC)):
+        if key in ("drift.critical_metrics", *(f"drift.{k}" for k in PER_METRIC)) or key.split(".")[0] in NOT_SQL:
             continue
         if isinstance(value, list):
             out += [(f"{key}.warn", value[0]), (f"{key}.alert", value[1])]

@@ -1,14 +1,17 @@
 """DuckDB as metricsduck uses it: connections within bounds, and the small SQL helpers.
 
 Every connection prints no progress bar, spills to a folder of its own, and stops at a
-memory and a spill limit (`new_connection`); when DuckDB runs out of either, the error
-says which limits were in force (`out_of_resources`).
+memory and a spill limit (`new_connection`, from `limits`: the environment, else the
+config's `engine.*`, else defaults that leave the machine room); when DuckDB runs out of
+either, the error says which limits were in force and where they came from
+(`out_of_resources`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,8 @@ from .errors import InputError, ResourceError
 
 if TYPE_CHECKING:
     import duckdb
+
+    from .config import Config
 
 
 ARROW_TO_DUCKDB = {
@@ -65,32 +70,55 @@ def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def new_connection() -> duckdb.DuckDBPyConnection:
+@dataclass(frozen=True)
+class Limit:
+    setting: str  # DuckDB's setting
+    value: str  # a size
+    source: str  # where the value came from, for the error that names it
+
+
+def limits(config: Config | None = None) -> tuple[Limit, Limit]:
+    """The memory and spill limits a connection gets: METRICSDUCK_MEMORY_LIMIT /
+    METRICSDUCK_TEMP_LIMIT when set, else the config's `engine.memory_limit` /
+    `engine.temp_directory_size` unless `auto`, else half the machine's memory and a quarter
+    of the spill folder's free space (at least 1 GB)."""
+    spill = _spill_dir()
+    out = []
+    for setting, variable, key, default in (
+            ("memory_limit", MEMORY_LIMIT_ENV, "engine.memory_limit", _memory_default),
+            ("max_temp_directory_size", TEMP_LIMIT_ENV, "engine.temp_directory_size", lambda: _temp_default(spill))):
+        configured = config.get(key) if config is not None else "auto"
+        if os.environ.get(variable):
+            out.append(Limit(setting, os.environ[variable], variable))
+        elif configured != "auto":
+            out.append(Limit(setting, configured, f"{key} in {config.source if config else 'the config'}"))
+        else:
+            out.append(Limit(setting, default(), f"{key}: auto; set it in the config, or {variable}"))
+    return out[0], out[1]
+
+
+def new_connection(config: Config | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection that prints no progress bar and works within bounds.
 
-    It spills to a folder of its own under `$TMPDIR/metricsduck-spill` once it holds
-    `memory_limit` (METRICSDUCK_MEMORY_LIMIT, else half the machine's memory) and stops with
-    an error once the spill reaches `max_temp_directory_size` (METRICSDUCK_TEMP_LIMIT, else a
-    quarter of the temp dir's free space): a mis-estimated join must neither take the machine
-    nor fill its disk. METRICSDUCK_THREADS, if set, caps DuckDB's threads (default: one per
-    core), for processes that share the cores. The folder is its own because DuckDB before 2.0 names spill files the
-    same in every instance: two stores spilling into one folder overwrite each other's
-    files (duckdb/duckdb#15173), and the first to close deletes the other's.
+    It spills to a folder of its own under `$TMPDIR/metricsduck-spill` once it holds its
+    memory limit and stops with an error once the spill reaches its spill limit (`limits`):
+    a mis-estimated join must neither take the machine nor fill its disk.
+    METRICSDUCK_THREADS, if set, caps DuckDB's threads (default: one per core), for
+    processes that share the cores. The folder is its own because DuckDB before 2.0 names
+    spill files the same in every instance: two stores spilling into one folder overwrite
+    each other's files (duckdb/duckdb#15173), and the first to close deletes the other's.
     """
     import duckdb
 
     con = quiet(duckdb.connect())
-    spill = _spill_dir()
-    con.execute("SET temp_directory = ?", [str(_own_spill_dir(spill))])
-    for setting, variable, default in (("memory_limit", MEMORY_LIMIT_ENV, _memory_default),
-                                       ("max_temp_directory_size", TEMP_LIMIT_ENV, lambda: _temp_default(spill))):
-        value = os.environ.get(variable) or default()
+    con.execute("SET temp_directory = ?", [str(_own_spill_dir(_spill_dir()))])
+    for limit in limits(config):
         try:
-            con.execute(f"SET {setting} = ?", [value])
+            con.execute(f"SET {limit.setting} = ?", [limit.value])
         except duckdb.Error as exc:
             con.close()
-            raise InputError(f"{variable}={value!r} is not a size DuckDB understands "
-                             f"({str(exc).splitlines()[0]}); use a size such as 8GB or 512MB, or unset it") from None
+            raise InputError(f"{limit.source}={limit.value!r} is not a size DuckDB understands "
+                             f"({str(exc).splitlines()[0]}); use a size such as 8GB or 512MB") from None
     threads = os.environ.get(THREADS_ENV)
     if threads:
         if not threads.isdigit() or int(threads) < 1:
@@ -101,15 +129,13 @@ def new_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def out_of_resources(exc: Exception) -> ResourceError:
+def out_of_resources(exc: Exception, config: Config | None = None) -> ResourceError:
     """What to do when DuckDB ran out of memory or spill space, naming the limits in force."""
-    spill = _spill_dir()
-    memory = os.environ.get(MEMORY_LIMIT_ENV) or _memory_default()
-    temp = os.environ.get(TEMP_LIMIT_ENV) or _temp_default(spill)
+    memory, temp = limits(config)
     return ResourceError(
         f"DuckDB ran out of memory or spill space ({str(exc).splitlines()[0]}); it may use "
-        f"{memory} of memory ({MEMORY_LIMIT_ENV}) and {temp} of spill files under {spill} "
-        f"({TEMP_LIMIT_ENV}): raise them, free disk space there, or refresh fewer runs at a time")
+        f"{memory.value} of memory ({memory.source}) and {temp.value} of spill files under {_spill_dir()} "
+        f"({temp.source}): raise them, free disk space there, or refresh fewer runs at a time")
 
 
 def _memory_default() -> str:

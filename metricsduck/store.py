@@ -552,7 +552,7 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     root = tree_root(root)
     config = config or resolve_config(root)
     catalog = discover(sql_dir)
-    con = new_connection()
+    con = new_connection(config)
     try:
         snapshot = build(con, root, config, catalog=catalog, use_cache=use_cache, cached_only=cached_only)
     except BaseException:

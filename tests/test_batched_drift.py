@@ -213,6 +213,54 @@ def test_the_thread_cap_applies_to_every_connection(monkeypatch: pytest.MonkeyPa
         con.close()
 
 
+def limits_config(tmp_path: Path, memory: str, temp: str = "auto") -> Path:
+    path = tmp_path / "limits.yaml"
+    path.write_text(f"safety:\n  telemetry:\n    engine:\n      memory_limit: {memory}\n"
+                    f"      temp_directory_size: {temp}\n")
+    return path
+
+
+def test_the_config_sets_the_limits_and_the_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.delenv(TEMP_LIMIT_ENV, raising=False)
+    config = metricsduck.load_config(limits_config(tmp_path, "300MB", "2GB"))
+    reference = duckdb.connect()
+    reference.execute("SET memory_limit = '300MB'")
+    reference.execute("SET max_temp_directory_size = '2GB'")
+    con = new_connection(config)
+    for name in ("memory_limit", "max_temp_directory_size"):
+        assert setting(con, name) == setting(reference, name)
+    with metricsduck.connect(tmp_path, config=config) as store:  # every store's connection
+        assert setting(store.con, "memory_limit") == setting(reference, "memory_limit")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "400MB")
+    reference.execute("SET memory_limit = '400MB'")
+    assert setting(new_connection(config), "memory_limit") == setting(reference, "memory_limit")
+
+
+@pytest.mark.parametrize("value", ["lots", "12", "-1GB", "4 GB of it"])
+def test_a_size_the_config_cannot_mean_names_the_key(tmp_path: Path, value: str) -> None:
+    with pytest.raises(metricsduck.ConfigError, match=r"engine\.memory_limit must be a size such as 4GB"):
+        metricsduck.load_config(limits_config(tmp_path, repr(value)))
+
+
+def test_the_heaviest_view_spills_within_a_small_memory_limit(demo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path, plain: list[tuple]) -> None:
+    """Every drift row of the tree in one query (drift_computed, no cache) peaks at about 240 MB
+    on this tree; with engine.memory_limit 200MB DuckDB spills and gives the same rows (it
+    fails below about 170 MB: list aggregates and sorts need their blocks in memory)."""
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.setenv(THREADS_ENV, "2")  # memory grows with threads: the figures above are for 2
+    profile = tmp_path / "profile.json"
+    with metricsduck.connect(demo, config=metricsduck.load_config(limits_config(tmp_path, "200MB")),
+                             use_cache=False) as store:
+        store.con.execute("SET enable_profiling = 'json'")
+        store.con.execute("SET profiling_output = ?", [str(profile)])
+        rows = store.con.execute(f"SELECT * FROM drift_computed {ORDER}").fetchall()
+        used = json.loads(profile.read_text())["system"]
+    assert rows == plain
+    assert used["total_bytes_spilled"] > 0 and used["peak_buffer_memory"] <= 200 * 2**20, used
+
+
 def test_running_out_of_memory_is_exit_7_naming_the_limits(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "40MB")
     result = CliRunner().invoke(main, ["drift", str(demo), "--format", "csv"])
@@ -220,6 +268,16 @@ def test_running_out_of_memory_is_exit_7_naming_the_limits(demo: Path, monkeypat
     assert "DuckDB ran out of memory or spill space" in result.stderr
     assert f"40MB of memory ({MEMORY_LIMIT_ENV})" in result.stderr and TEMP_LIMIT_ENV in result.stderr
     assert result.stdout == ""
+
+
+def test_running_out_of_memory_names_the_config_key_that_set_the_limit(
+        demo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    config = limits_config(tmp_path, "40MB")
+    result = CliRunner().invoke(main, ["drift", str(demo), "--config", str(config), "--format", "csv"])
+    assert result.exit_code == 7, result.output
+    assert f"40MB of memory (engine.memory_limit in {config})" in result.stderr
+    assert "engine.temp_directory_size: auto; set it in the config, or METRICSDUCK_TEMP_LIMIT" in result.stderr
 
 
 # --- --cached: the cache as of the last refresh, without a walk of the tree ---------------------

@@ -195,9 +195,7 @@ def init_catalog(root: Path, config: Config, *, sql_dir: Path | None = None,
     it. The file is written in `STORAGE_VERSION`. Returns the path and each definition's
     state before this call.
     """
-    import duckdb
-
-    from ..engine import sql_string
+    from ..engine import new_connection, sql_string
 
     path = catalog_path(root)
     catalog = discover(sql_dir)
@@ -207,7 +205,7 @@ def init_catalog(root: Path, config: Config, *, sql_dir: Path | None = None,
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
     try:
-        con = duckdb.connect()
+        con = new_connection(config)
         try:
             con.execute(f"ATTACH {sql_string(str(tmp))} AS persisted (STORAGE_VERSION '{STORAGE_VERSION}')")
             con.execute("USE persisted")
