@@ -35,4 +35,5 @@ DRIFT_SCHEMA_ID = "metricsduck/drift/v2"  # v2: evidence columns; LOW_N, INCONCL
 TREND_SCHEMA_ID = "metricsduck/trend/v2"  # v2: good_direction, assessment
 ROLLUP_VIEW_SCHEMA_ID = "metricsduck/rollup_view/v1"
 ROLLUP_STAGE_SCHEMA_ID = "metricsduck/rollup_stage/v1"
-MANIFEST_SCHEMA_ID = "metricsduck/cache-manifest/v1"
+# v2: samples segments carry value_text; a v1 cache (segments without it) is rebuilt, not read
+MANIFEST_SCHEMA_ID = "metricsduck/cache-manifest/v2"

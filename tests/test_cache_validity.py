@@ -149,3 +149,38 @@ def test_a_new_cohort_in_a_run_makes_that_run_and_stage_stale_and_nothing_else(t
         assert store.snapshot.stale == in_run + 1
         assert store.sql("SELECT DISTINCT run_id FROM cache_stale").fetchall() == [("run01",)]
         assert stale_runs(store) == ["run01"]
+
+
+def test_a_cache_from_before_text_samples_is_rebuilt_not_misread(tree):
+    """A v1 cache (metricsduck 0.1, before `value_text`) holds samples segments without the
+    column. It is made here from a refreshed cache: its samples segment loses the column and
+    the manifest is relabelled v1 with that segment's new size and mtime, so nothing but the
+    version tells it apart. Reading its segments by the v2 column list would fail; the cache is
+    derived, so the store rebuilds it and answers as a store without a cache does."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from metricsduck.snapshot.segments import SEGMENTS_KEY, cache_dir
+    from metricsduck.vocab import SCHEMA_METADATA_KEY
+
+    root, open_store, _ = tree
+    folder = cache_dir(root)
+    (segment,) = folder.glob("samples_raw-*.parquet")
+    pq.write_table(pq.read_table(segment).drop_columns(["value_text"]), segment)
+    manifest = pq.read_table(folder / "manifest.parquet")
+    metadata = dict(manifest.schema.metadata)
+    segments = json.loads(metadata[SEGMENTS_KEY])
+    for entry in segments:
+        if entry["name"] == segment.name:
+            entry.update(size=segment.stat().st_size, mtime_ns=segment.stat().st_mtime_ns)
+    metadata.update({SCHEMA_METADATA_KEY: b"metricsduck/cache-manifest/v1",
+                     SEGMENTS_KEY: json.dumps(segments).encode()})
+    pq.write_table(manifest.replace_schema_metadata(metadata), folder / "manifest.parquet")
+
+    query = "SELECT * FROM drift ORDER BY ALL"
+    with open_store() as store:
+        assert ("cache", "sidecars read from the cache", "0") in store.status()  # not trusted
+        rows, config = store.sql(query).fetchall(), store.config
+    with metricsduck.connect(root, config, use_cache=False) as plain:
+        assert rows == plain.sql(query).fetchall() != []
