@@ -334,7 +334,7 @@ class Store:
             pairs,
             {"stage": stage, "view": view, "target": target, "symbol": symbol,
              "baseline_key": baseline_key, "baseline_kind": baseline, "distribution": distribution},
-            tier=None, run=run, order="pair_id, distribution",
+            tier=None, run=run, order="baseline_key, run_id, baseline_kind, distribution",
         )
         return picked.query(
             "picked",

@@ -3,11 +3,13 @@
 -- any pooled run, and the sanity verdict: SELF_COMPARISON (must never happen),
 -- FINGERPRINT_MISMATCH (labels, does not silence) or OK.
 -- baseline_summary_of(pairs): the same over the rows of `baselines` in the relation named
--- `pairs`; pair_id numbers the pairs of that relation.
+-- `pairs`; pair_id identifies a pair by its key columns (`checked_id`).
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO baseline_summary_of(pairs) AS TABLE
 SELECT
     baseline_key, run_id, baseline_kind,
-    row_number() OVER (ORDER BY baseline_key, run_id, baseline_kind) AS pair_id,
+    checked_id(hash(baseline_key, run_id, baseline_kind),
+               count(*) OVER (PARTITION BY hash(baseline_key, run_id, baseline_kind))) AS pair_id,
     CASE WHEN baseline_kind <> 'rolling' THEN any_value(baseline_run_id) END AS baseline_run_id,
     count(*) AS baseline_runs,
     min(baseline_run_id) AS first_baseline_run_id,

@@ -6,6 +6,7 @@
 -- fingerprint_diff lists the fingerprints that are set on both sides and differ.
 -- baselines_of(scope): these rows for the current cohort-runs listed in the relation named
 -- `scope` (columns baseline_key, run_id) only; their baselines may lie outside it.
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO baselines_of(scope) AS TABLE
 WITH current_runs AS (
     SELECT

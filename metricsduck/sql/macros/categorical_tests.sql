@@ -12,6 +12,7 @@
 -- side holds, in order. Tier: linf against drift.categorical.warn / .threshold where
 -- chi2_p < drift.categorical.alpha (and neither side is below drift.min_samples), in
 -- distance_tier and tier; status LOW_N, INCONCLUSIVE or COMPARED as in two_sample_tests.
+-- Shard: pair_id.
 CREATE OR REPLACE MACRO categorical_tests(source) AS TABLE
 WITH cells AS (
     -- expected counts under homogeneity; Yates' correction on a 2 x 2 table

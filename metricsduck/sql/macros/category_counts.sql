@@ -4,6 +4,7 @@
 -- skipped; category_values_of makes them), only where both sides hold some: each side's
 -- count and share (count / n, count / m), n, m, and how many categories the pair holds.
 -- A category one side lacks has count 0 there.
+-- Shard: pair_id.
 CREATE OR REPLACE MACRO category_counts(source) AS TABLE
 WITH counts AS (
     SELECT

@@ -6,6 +6,7 @@
 -- category_values_of(pairs, summary, categories): the same for the compared pairs of
 -- `pairs` (rows of baselines) and `summary` (of baseline_summary), from `categories`
 -- (baseline_key, run_id, distribution, value_text, count; rows without text are skipped).
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO category_values_of(pairs, summary, categories) AS TABLE
 SELECT p.pair_id, c.distribution, 'current' AS side, c.value_text, c.count
 FROM query_table(summary) AS p

@@ -5,6 +5,7 @@
 -- the statistics skip.
 -- distribution_values_of(pairs, summary, sample_rows): the same for the compared pairs of
 -- `pairs` (rows of baselines) and `summary` (of baseline_summary), from `sample_rows`.
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO distribution_values_of(pairs, summary, sample_rows) AS TABLE
 SELECT p.pair_id, p.baseline_key, p.run_id, p.baseline_kind, s.distribution, 'current' AS side, s.value, s.value_text
 FROM query_table(summary) AS p

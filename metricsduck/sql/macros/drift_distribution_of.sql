@@ -7,6 +7,7 @@
 -- drift_distribution_of(pairs, summary, missing, sample_rows): the same for the pairs of
 -- `pairs` (rows of baselines), `summary` (of baseline_summary) and `missing` (of
 -- missing_baselines), from the rows of samples in `sample_rows`.
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO drift_distribution_of(pairs, summary, missing, sample_rows) AS TABLE
 WITH dv AS (
     SELECT * FROM distribution_values_of(pairs, summary, sample_rows)

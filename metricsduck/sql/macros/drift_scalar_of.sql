@@ -12,6 +12,7 @@
 -- drift_scalar_of(pairs, summary, missing, scalars): the same for the pairs of `pairs`
 -- (rows of baselines), `summary` (of baseline_summary) and `missing` (of
 -- missing_baselines), from the rows of scalar_facts in `scalars`.
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO drift_scalar_of(pairs, summary, missing, scalars) AS TABLE
 -- Float aggregates carry ORDER BY so that they sum in one fixed order: parallel
 -- aggregation would otherwise change the last bits from one query to the next.

@@ -10,6 +10,7 @@
 -- another batch. The ratio is taken in doubles (C(n + m, n) from lgamma, rounded: exact
 -- below about 1e12, else to 1e-13), finite while C(n + m, n) < 1.8e308 (n m <= 250,000;
 -- drift.ks_exact_max is bounded by it).
+-- Shard: n, m, k.
 CREATE OR REPLACE MACRO ks_exact_p_of(triples) AS TABLE
 WITH RECURSIVE
 sides AS (

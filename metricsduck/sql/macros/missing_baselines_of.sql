@@ -2,6 +2,7 @@
 -- runs, or no earlier good run): drift gives these NO_BASELINE rows, never silence.
 -- missing_baselines_of(scope, summary): the same for the cohort-runs listed in `scope`,
 -- against the pairs of `summary` (rows of baseline_summary).
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO missing_baselines_of(scope, summary) AS TABLE
 SELECT cr.baseline_key, cr.run_id, k.baseline_kind
 FROM (SELECT DISTINCT baseline_key, run_id FROM query_table(scope)) AS cr

@@ -1,6 +1,7 @@
 -- One row per cohort-run (baseline_key, run_id) of the sidecars in the table `raw`
 -- (schema version 1): the sidecar whose rows count. The newest written_at wins (NULL only
 -- when none has one), ties go to the later path (the order the ranking of every row gave, kept as its oracle in sql/history).
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO newest_sidecars(raw) AS TABLE
 WITH newest AS (
     SELECT baseline_key, run_id, max(written_at) AS written_at

@@ -4,6 +4,7 @@
 -- statistics across views.
 -- rollup_stage_of(drift_rows): the same, counting the drift rows of the relation named
 -- `drift_rows` (rows of drift).
+-- Shard: run_id, stage.
 CREATE OR REPLACE MACRO rollup_stage_of(drift_rows) AS TABLE
 WITH tiers AS (
     SELECT

@@ -11,6 +11,7 @@
 -- materialised CTE, so the drift of a query is planned and computed once.
 -- rollup_view_of(drift_rows): the same, counting the drift rows of the relation named
 -- `drift_rows` (rows of drift); refresh hands it the drift of the runs it writes.
+-- Shard: run_id, stage.
 CREATE OR REPLACE MACRO rollup_view_of(drift_rows) AS TABLE
 WITH drift_rows AS MATERIALIZED (
     -- the drift rows both leveled_tiers and worst read, computed once

@@ -2,6 +2,7 @@
 -- winning sidecar (`sample_sources`).
 -- samples_of(raw, sources): the same from the sample sidecar rows in `raw` (rows of
 -- samples_raw) and the winning sidecars in `sources` (rows of newest_sidecars).
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO samples_of(raw, sources) AS TABLE
 SELECT
     s.run_id, s.run_started_at, s.written_at, s.stage, s.view, s.target, s.symbol, s.cohort_id,

@@ -3,6 +3,7 @@
 -- like any metric.
 -- scalar_facts_of(fact_rows, sample_rows): the same from the rows of `facts` and `samples`
 -- in the relations so named.
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO scalar_facts_of(fact_rows, sample_rows) AS TABLE
 SELECT
     stage, view, target, symbol, baseline_key, run_id, run_started_at, cohort_id,

@@ -4,6 +4,7 @@
 -- r2 and the relative change are compared with their thresholds with a tolerance of four
 -- ulps (4 * 2^-52, relatively), as KS D is: a series whose r2 is 1/2 exactly must not be flat
 -- or increasing depending on how its values round.
+-- Shard: baseline_key.
 CREATE OR REPLACE MACRO trends_of(scope) AS TABLE
 WITH series AS (
     SELECT

@@ -14,6 +14,7 @@
 -- ECDFs: the sum over the walk of |F_cur - F_base| times the gap to the next value), divided
 -- by the baseline's population standard deviation (NULL when that is 0):
 -- scipy.stats.wasserstein_distance(cur, base) / numpy.std(base).
+-- Shard: pair_id.
 CREATE OR REPLACE MACRO two_sample_bins(source) AS TABLE
 WITH walks AS (
     -- per comparison with finite values on both sides: all its values in one sorted list

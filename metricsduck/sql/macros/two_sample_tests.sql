@@ -21,6 +21,7 @@
 -- comparisons are flagged at most psi_alpha + ks_alpha of the time. status: LOW_N (tier
 -- OK) when a side has fewer than drift.min_samples values, INCONCLUSIVE (tier OK) when an
 -- effect reaches WARN without its evidence, else COMPARED.
+-- Shard: pair_id.
 CREATE OR REPLACE MACRO two_sample_tests(source) AS TABLE
 WITH per_pair AS (
     SELECT

@@ -1,5 +1,6 @@
 -- The baseline kinds enabled in the config, one row each (rolling is always on; its
 -- window is baselines.rolling_window_k).
+-- Shard: broadcast.
 CREATE OR REPLACE VIEW baseline_kinds AS
 SELECT k.baseline_kind
 FROM settings_wide AS cfg,

@@ -4,5 +4,6 @@
 -- verdict is good). Joined on baseline_key alone, so a baseline never crosses views, and
 -- only on earlier ordinals, so a cohort-run is never its own baseline.
 -- fingerprint_diff lists the fingerprints that are set on both sides and differ.
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW baselines AS
 SELECT * FROM baselines_of('cohort_runs');

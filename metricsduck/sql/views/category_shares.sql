@@ -4,6 +4,7 @@
 -- has count 0 there. Only pairs where both sides have text values.
 -- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
 -- per reference inside the macros (the persisted catalog's sources are live globs).
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW category_shares AS
 WITH
     tree_pairs AS MATERIALIZED (FROM baselines),

@@ -1,5 +1,6 @@
 -- One row per cohort-run (baseline_key, run_id) with its 1-based ordinal within the key
 -- (ordered by run_started_at, then run_id), fingerprints, verdicts and metric count.
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW cohort_runs AS
 WITH per_run AS (
     SELECT

@@ -1,6 +1,7 @@
 -- cohort_runs with its effective verdict: the latest mark, else the pipeline's good
 -- column, else audit_valid when baselines.last_good_uses_audit is on.
 -- good_source says which one decided ('mark', 'good', 'audit', or NULL when unknown).
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW cohort_status AS
 SELECT
     cr.*,

@@ -5,6 +5,7 @@
 -- the statistics skip.
 -- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
 -- per reference inside the macros (the persisted catalog's sources are live globs).
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW distribution_values AS
 WITH
     tree_pairs AS MATERIALIZED (FROM baselines),

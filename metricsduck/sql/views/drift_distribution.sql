@@ -5,6 +5,7 @@
 -- (no baseline of that kind yet; tier NULL).
 -- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
 -- per reference inside the macros (the persisted catalog's sources are live globs).
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW drift_distribution AS
 WITH
     tree_pairs AS MATERIALIZED (FROM baselines),

@@ -11,6 +11,7 @@
 -- were pooled; z is set for rolling when n >= 2 and std > 0.
 -- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
 -- per reference inside the macros (the persisted catalog's sources are live globs).
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW drift_scalar AS
 WITH
     tree_pairs AS MATERIALIZED (FROM baselines),

@@ -1,5 +1,6 @@
 -- One row per metric of each cohort-run (schema version 1): the rows of its winning
 -- sidecar (`fact_sources`) that carry the winning written_at..
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW facts AS
 SELECT
     f.run_id, f.run_started_at, f.written_at, f.stage, f.view, f.target, f.symbol, f.cohort_id,

@@ -1,5 +1,6 @@
 -- The latest mark of each run made with `metricsduck mark` (marks are append-only files;
 -- the newest marked_at wins, ties broken by file name).
+-- Shard: broadcast.
 CREATE OR REPLACE VIEW marks AS
 SELECT run_id, good, reason, marked_at, source_file
 FROM (

@@ -3,6 +3,7 @@
 -- (per target) or across targets, against the previous run of the same stage x view.
 -- status: COMPARED, LOW_N or INCONCLUSIVE (tier OK; two_sample_tests says when), NO_DATA
 -- (a side has no finite value) or NO_BASELINE (first run).
+-- Shard: stage, view.
 CREATE OR REPLACE VIEW population_drift AS
 WITH sized AS (
     SELECT

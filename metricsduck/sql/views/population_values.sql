@@ -1,6 +1,7 @@
 -- The values compared by population drift: for each group, every numeric metric's
 -- values across the group's cohorts in its run ('current') and in the previous run of
 -- the same stage x view ('baseline'); distribution is the metric name.
+-- Shard: stage, view.
 CREATE OR REPLACE VIEW population_values AS
 WITH numbers AS (
     SELECT

@@ -4,6 +4,7 @@
 -- drift.psi_epsilon (not renormalised). Only pairs where both sides have values.
 -- Each input is a materialised CTE, so a query reads the sidecars once per input, not once
 -- per reference inside the macros (the persisted catalog's sources are live globs).
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW psi_bins AS
 WITH
     tree_pairs AS MATERIALIZED (FROM baselines),

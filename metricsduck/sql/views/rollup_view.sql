@@ -9,5 +9,6 @@
 -- bad) and population_psi / population_ks_d per metric and group (detail = its tier).
 -- The drift rows that the tier counts and the worst items both read are one
 -- materialised CTE, so the drift of a query is planned and computed once.
+-- Shard: run_id, stage.
 CREATE OR REPLACE VIEW rollup_view AS
 SELECT * FROM rollup_view_of('drift');

@@ -1,5 +1,6 @@
 -- One row per pipeline run: when it started and how many cohort-runs it holds, ordered
 -- like baselines order runs (run_started_at, then run_id); ordinal 1 is the oldest.
+-- Shard: broadcast.
 CREATE OR REPLACE VIEW runs AS
 SELECT
     run_id,

@@ -8,5 +8,6 @@
 -- ulps); then the sign of the OLS slope decides. good_direction is the metric's
 -- (drift.direction.<metric>, else both); assessment is 'improving' for a trend that way,
 -- 'degrading' against it, NULL when flat or either way is fine.
+-- Shard: baseline_key.
 CREATE OR REPLACE VIEW trends AS
 SELECT * FROM trends_of('cohort_runs');

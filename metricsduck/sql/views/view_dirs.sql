@@ -1,5 +1,6 @@
 -- Where each run x stage x view lives in the tree: view_dir is the <VIEW> folder of the
 -- run's REPRODUCIBILITY tree (the rollup files go there), with its cohort count.
+-- Shard: run_id, stage, view.
 CREATE OR REPLACE VIEW view_dirs AS
 SELECT
     run_id, stage, view,
