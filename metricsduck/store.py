@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -559,6 +559,28 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
         con.close()
         raise
     return Store(root, config, con, catalog, snapshot)
+
+
+def connect_part(root: str | Path, rows: Mapping[str, Any], config: Config | None = None, *,
+                 sql_dir: Path | None = None) -> Store:
+    """A store over one part of the tree at `root` handed over as Arrow tables instead of
+    read from its files: `rows` maps `facts_raw` and `samples_raw` (the sidecar rows, with
+    their `source_file`) and `marks_raw` to their rows (`catalog.bind_rows`).
+
+    What an engine that cuts a tree by baseline key runs in each part (docs/design.md §13):
+    every view whose shard is baseline_key gives the part's keys the rows it gives them
+    over the whole tree. `drift` is `drift_computed` (no cache is read or written).
+    """
+    root = Path(root)
+    config = config or resolve_config(root)
+    catalog = discover(sql_dir)
+    con = new_connection(config)
+    try:
+        build(con, root, config, catalog=catalog, rows=rows)
+    except BaseException:
+        con.close()
+        raise
+    return Store(root, config, con, catalog, None)
 
 
 def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,

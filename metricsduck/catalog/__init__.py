@@ -14,9 +14,9 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..errors import SqlFileError, StorageError
@@ -33,7 +33,7 @@ from .definitions import (
     update_ledger,
 )
 from .settings import fill_settings, settings_values
-from .sources import bind_cache, bind_snapshot, write_placeholders
+from .sources import bind_cache, bind_rows, bind_snapshot, write_placeholders
 
 if TYPE_CHECKING:
     import duckdb
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..snapshot import Snapshot
 
 __all__ = [
-    "INPUTS", "STORAGE_VERSION", "Catalog", "Definition", "apply", "bind_cache", "bind_snapshot",
+    "INPUTS", "STORAGE_VERSION", "Catalog", "Definition", "apply", "bind_cache", "bind_rows", "bind_snapshot",
     "build", "cache_key", "catalog_path", "catalog_states", "discover", "fill_settings", "init_catalog",
     "ledger_changes", "packaged_sql_dir", "persisted_fingerprints", "read_ledger", "update_ledger",
     "write_placeholders"
@@ -86,12 +86,14 @@ def apply(con: duckdb.DuckDBPyConnection, definition: Definition, database: str 
 
 def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir: Path | None = None,
           catalog: Catalog | None = None, persisted: bool = False, use_cache: bool = True,
-          cached_only: bool = False, progress: Callable[[int, int], None] | None = None) -> Snapshot | None:
+          cached_only: bool = False, rows: Mapping[str, Any] | None = None,
+          progress: Callable[[int, int], None] | None = None) -> Snapshot | None:
     """Fill the settings, bind the sources and apply every definition on `con`.
 
-    The sources are a snapshot of the tree (returned; `bind_snapshot`), or with `persisted`
-    the compacted cache as the last refresh left it (`bind_cache`; returns None). Either
-    way `drift` is served by `compute`, not computed by every query. The definitions of
+    The sources are a snapshot of the tree (returned; `bind_snapshot`), with `persisted`
+    the compacted cache as the last refresh left it (`bind_cache`; returns None), or with
+    `rows` those Arrow tables (`bind_rows`; returns None, and `drift` is `drift_computed`).
+    Otherwise `drift` is served by `compute`, not computed by every query. The definitions of
     the in-memory store are those of the built file (`attach_built`), where one can be
     kept. `progress(done, total)` is called after each definition.
     """
@@ -104,6 +106,8 @@ def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir
     if persisted:
         write_placeholders(root)
         bind_cache(con, root, config)
+    elif rows is not None:
+        bind_rows(con, rows)
     else:
         taken = bind_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
     served = False

@@ -42,6 +42,11 @@ _TOKENS = re.compile(
 )
 _HEAD = re.compile(r"CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([A-Za-z_][A-Za-z0-9_]*)", re.I)
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+# A definition's documentation says how its rows may be computed in parts (docs/design.md
+# §13): `Shard: baseline_key.` (its rows for one value of the columns come from that
+# value's input rows alone) or `Shard: broadcast.` (small; computed once, the same in every part).
+_SHARD = re.compile(r"\bShard: (broadcast|[a-z_]+(?:, [a-z_]+)*)\.")
+BROADCAST = "broadcast"
 
 
 def packaged_sql_dir() -> Path:
@@ -117,6 +122,15 @@ class Definition:
     def statement_as(self, name: str) -> str:
         """The statement creating the definition as `name` (a qualified name)."""
         return _HEAD.sub(lambda m: f"{m[0][:m.start(2) - m.start()]}{name}", self.statement, count=1)
+
+    @property
+    def shard(self) -> tuple[str, ...] | None:
+        """The columns its documentation shards it by (`_SHARD`); () for broadcast, None where
+        it says nothing (a scalar macro)."""
+        found = _SHARD.search(self.doc)
+        if found is None:
+            return None
+        return () if found[1] == BROADCAST else tuple(found[1].split(", "))
 
     @property
     def label(self) -> str:

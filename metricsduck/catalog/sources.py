@@ -1,13 +1,15 @@
 """The logical source tables the views read: `facts_raw`, `samples_raw` and `marks_raw`.
 
-Python binds them either to a snapshot of the tree (`bind_snapshot`: read once, through the
-compacted cache; the in-memory store) or to the compacted cache itself (`bind_cache`: the
-persisted catalog, which reads the tree as the last refresh cached it). An empty tree gives
-empty typed tables.
+Python binds them to a snapshot of the tree (`bind_snapshot`: read once, through the
+compacted cache; the in-memory store), to the compacted cache itself (`bind_cache`: the
+persisted catalog, which reads the tree as the last refresh cached it), or to rows handed
+over as Arrow tables (`bind_rows`: one part of a tree cut by baseline key, docs/design.md
+§13). An empty tree gives empty typed tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,28 @@ def bind_cache(con: Any, root: Path, config: Config) -> None:
         f"CREATE OR REPLACE VIEW marks_raw AS {typed_empty(schema)}\nUNION ALL BY NAME\n"
         f"SELECT * FROM read_parquet({sql_string(pattern)}, union_by_name = true, hive_partitioning = false, "
         "filename = 'source_file')")
+
+
+def bind_rows(con: Any, rows: Mapping[str, Any]) -> None:
+    """Create `facts_raw`, `samples_raw` and `marks_raw` as tables of the Arrow tables of `rows`
+    (by those names; a missing one is empty), cast to the sidecar schemas, and an empty
+    `bad_files`: the sources of one part of a tree, read by whoever cut it."""
+    from ..marks import marks_schema
+    from ..writer import metrics_schema, samples_schema
+
+    unknown = sorted(set(rows) - set(SOURCES) - {"marks_raw"})
+    if unknown:
+        raise ValueError(f"bind_rows: {unknown[0]!r} is not a source table (facts_raw, samples_raw, marks_raw)")
+    con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
+    for source, schema in (("facts_raw", metrics_schema()), ("samples_raw", samples_schema()),
+                           ("marks_raw", marks_schema())):
+        con.execute(f"CREATE OR REPLACE TABLE {source} AS {typed_empty(schema)}")
+        if source in rows:
+            con.register("bound_rows", rows[source])
+            try:
+                con.execute(f"INSERT INTO {source} BY NAME SELECT * FROM bound_rows")
+            finally:
+                con.unregister("bound_rows")
 
 
 def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]]:
