@@ -550,11 +550,15 @@ def connect(root: str | Path, config: Config | None = None, *, sql_dir: Path | N
     only read here, never written.
     """
     root = tree_root(root)
-    config = config or resolve_config(root)
+    return _opened(root, config or resolve_config(root), sql_dir, use_cache=use_cache, cached_only=cached_only)
+
+
+def _opened(root: Path, config: Config, sql_dir: Path | None, **sources: Any) -> Store:
+    """A store over a catalog built on a new connection from `sources` (`catalog.build`'s)."""
     catalog = discover(sql_dir)
     con = new_connection(config)
     try:
-        snapshot = build(con, root, config, catalog=catalog, use_cache=use_cache, cached_only=cached_only)
+        snapshot = build(con, root, config, catalog=catalog, **sources)
     except BaseException:
         con.close()
         raise
@@ -572,15 +576,7 @@ def connect_part(root: str | Path, rows: Mapping[str, Any], config: Config | Non
     over the whole tree. `drift` is `drift_computed` (no cache is read or written).
     """
     root = Path(root)
-    config = config or resolve_config(root)
-    catalog = discover(sql_dir)
-    con = new_connection(config)
-    try:
-        build(con, root, config, catalog=catalog, rows=rows)
-    except BaseException:
-        con.close()
-        raise
-    return Store(root, config, con, catalog, None)
+    return _opened(root, config or resolve_config(root), sql_dir, rows=rows)
 
 
 def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,

@@ -102,6 +102,11 @@ def bind_cache(con: Any, root: Path, config: Config) -> None:
         "filename = 'source_file')")
 
 
+def _bad_files(con: Any) -> None:
+    """An empty `bad_files` (path, source, reason): the sidecars a snapshot leaves out."""
+    con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
+
+
 def bind_rows(con: Any, rows: Mapping[str, Any]) -> None:
     """Create `facts_raw`, `samples_raw` and `marks_raw` as tables of the Arrow tables of `rows`
     (by those names; a missing one is empty), cast to the sidecar schemas, and an empty
@@ -112,7 +117,7 @@ def bind_rows(con: Any, rows: Mapping[str, Any]) -> None:
     unknown = sorted(set(rows) - set(SOURCES) - {"marks_raw"})
     if unknown:
         raise ValueError(f"bind_rows: {unknown[0]!r} is not a source table (facts_raw, samples_raw, marks_raw)")
-    con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
+    _bad_files(con)
     for source, schema in (("facts_raw", metrics_schema()), ("samples_raw", samples_schema()),
                            ("marks_raw", marks_schema())):
         con.execute(f"CREATE OR REPLACE TABLE {source} AS {typed_empty(schema)}")
@@ -150,7 +155,7 @@ def bind_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
     sidecars, are left out and listed in `bad_files` (path, source, reason) instead of
     failing the whole tree.
     """
-    con.execute("CREATE OR REPLACE TABLE bad_files (path VARCHAR, source VARCHAR, reason VARCHAR)")
+    _bad_files(con)
     # Sidecars and marks are read once each, and may change between snapshots: their
     # footers are not kept (a cold snapshot reads 200,000 of them at 100k cohort-runs).
     con.execute("SET GLOBAL parquet_metadata_cache = false")
