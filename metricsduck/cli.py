@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .errors import ExitCode, MetricsDuckError
+from .errors import ExitCode, InputError, MetricsDuckError
 from .vocab import BASELINE_KINDS, DIRECTIONS, ITEM_KINDS, LEVELS, TIERS
 
 if TYPE_CHECKING:
@@ -276,7 +276,6 @@ def sql(store: Store, query: str, fmt: str | None, output: str | None) -> None:
     import duckdb
 
     from .compute import reads_drift
-    from .errors import InputError
     from .output import emit_relation
 
     if reads_drift(store, query):  # not the whole stale history in one query
@@ -321,9 +320,16 @@ def demo(root: str, runs: int, seed: int, config_path: str | None) -> None:
 @ROOT
 @click.option("--run", "run_ids", multiple=True, help="Refresh this run (repeatable).")
 @click.option("--all", "all_runs", is_flag=True, help="Refresh every run.")
-@with_store(cached=False)
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="spark: compute on Apache Spark (pip install 'metricsduck[spark]'), every run.")
+@click.option("--partitions", type=click.IntRange(1), help="--engine spark: parts the baseline keys are cut "
+              "into (default: Spark's default parallelism).")
+@click.option("--spark-master", help="--engine spark: the master URL, e.g. local[2] or spark://host:7077 "
+              "(default: Spark's own configuration).")
+@config_option
 @output_options
-def refresh(store: Store, run_ids: tuple[str, ...], all_runs: bool, fmt: str | None, output: str | None) -> None:
+def refresh(root: str, config_path: str | None, run_ids: tuple[str, ...], all_runs: bool, engine: str,
+            partitions: int | None, spark_master: str | None, fmt: str | None, output: str | None) -> None:
     """Write drift, trend and rollup files into the tree: the one command after each run.
 
     Per cohort: telemetry_drift.* and (once a trend exists) telemetry_trend.*; per view
@@ -331,6 +337,8 @@ def refresh(store: Store, run_ids: tuple[str, ...], all_runs: bool, fmt: str | N
     missing output or a drift file older than its inputs. Files whose content would not
     change are not rewritten; one refresh of a root runs at a time (a second waits).
     Prints a summary; exits 6 if any file could not be written (each named on stderr).
+    With --engine spark every run is computed on Spark, giving the same files
+    (docs/scale-out.md).
 
     Example: metricsduck refresh RESULTS --run 2026-01-12_09-00-00_000000
     """
@@ -338,14 +346,34 @@ def refresh(store: Store, run_ids: tuple[str, ...], all_runs: bool, fmt: str | N
 
     if run_ids and all_runs:
         raise click.UsageError("give --run or --all, not both")
-    summary = store.refresh(runs=run_ids or None, all_runs=all_runs,
-                            progress=progress_reporter("refresh"),
-                            on_wait=lambda message: click.echo(f"metricsduck: {message}", err=True))
+    if engine != "spark" and (partitions or spark_master):
+        raise click.UsageError("--partitions and --spark-master need --engine spark")
+    say = lambda message: click.echo(f"metricsduck: {message}", err=True)  # noqa: E731
+    if engine == "spark":
+        if run_ids:
+            raise click.UsageError("--engine spark refreshes every run; leave out --run")
+        summary = _spark_refresh(root, _config(root, config_path), partitions, spark_master, say)
+    else:
+        with _store(root, config_path) as store:
+            summary = store.refresh(runs=run_ids or None, all_runs=all_runs,
+                                    progress=progress_reporter("refresh"), on_wait=say)
     for path, reason in summary.failed:
         click.echo(f"metricsduck: error: could not write {path}: {reason}", err=True)
     emit(["item", "value"], summary.rows(), fmt, output)
     if summary.failed:
         sys.exit(int(ExitCode.IO))
+
+
+def _spark_refresh(root: str, config: Config, partitions: int | None, master: str | None,
+                   say: Callable[[str], None]) -> Any:
+    try:
+        from .spark import refresh_spark
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("pyspark"):
+            raise
+        raise InputError("--engine spark needs pyspark: pip install 'metricsduck[spark]' "
+                         "(and Java 17 or newer)") from None
+    return refresh_spark(root, config, partitions=partitions, master=master, say=say)
 
 
 def filter_options(func: Callable) -> Callable:

@@ -224,7 +224,7 @@ def _refresh_runs(store: Any, runs: list[str], stage: str | None, cohort_files: 
     for item_kind, count in store.con.sql(f"SELECT item_kind, count(*) FROM {BATCH_DRIFT} "
                                           "WHERE tier = 'ALERT' GROUP BY item_kind").fetchall():
         summary.alerts[item_kind] += count
-    _rollup_files(store, scope.condition, summary)  # before the drift Parquet files: see above
+    rollup_files(store, scope.condition, summary)  # before the drift Parquet files: see above
     if cohort_files:
         _cohort_files(store, scope.condition, summary, progress)
 
@@ -239,18 +239,39 @@ def _publish(store: Any, summary: RefreshSummary) -> None:
 
 def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
                   progress: Callable[[int, int], None] | None) -> None:
-    prefix = store.config.prefix
-    cohorts = store.con.sql(
+    cohorts = cohort_rows(store, scope)
+    drift = drift_by_cohort(store, BATCH_DRIFT)
+    trends = trends_by_cohort(store, SCOPE_COHORTS)
+    summary.cohorts += len(cohorts)
+    write_cohorts(store.config.prefix, cohorts, drift, trends, summary, progress)
+
+
+def cohort_rows(store: Any, scope: str) -> list[tuple]:
+    """`(baseline_key, run_id, source_file, *fingerprints)` of the cohort-runs `scope` picks."""
+    return store.con.sql(
         "SELECT baseline_key, run_id, source_file, " + ", ".join(FINGERPRINT_FIELDS) +
         f" FROM cohort_runs WHERE {scope} ORDER BY baseline_key, run_id"
     ).fetchall()
-    drift = dict(_groups(_arrow(store.con.sql(
-        f"SELECT * FROM {BATCH_DRIFT} ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
+
+
+def drift_by_cohort(store: Any, table: str) -> dict[tuple, Any]:
+    """The drift rows of `table` per `(baseline_key, run_id)`, in the drift file's order."""
+    return dict(_groups(_arrow(store.con.sql(
+        f"SELECT * FROM {table} ORDER BY baseline_key, run_id, baseline_kind, item_kind, item"),
         DRIFT_SCHEMA_ID), "baseline_key", "run_id"))
-    trends = dict(_groups(_arrow(store.con.sql(  # the trends of these cohort-runs alone (V009)
-        f"SELECT * FROM trends_of('{SCOPE_COHORTS}') ORDER BY baseline_key, run_id, metric"),
+
+
+def trends_by_cohort(store: Any, scope: str) -> dict[tuple, Any]:
+    """The trend rows of the cohort-runs listed in `scope` per `(baseline_key, run_id)` (V009)."""
+    return dict(_groups(_arrow(store.con.sql(
+        f"SELECT * FROM trends_of('{scope}') ORDER BY baseline_key, run_id, metric"),
         TREND_SCHEMA_ID), "baseline_key", "run_id"))
-    summary.cohorts += len(cohorts)
+
+
+def write_cohorts(prefix: str, cohorts: list[tuple], drift: dict[tuple, Any], trends: dict[tuple, Any],
+                  summary: RefreshSummary, progress: Callable[[int, int], None] | None = None) -> None:
+    """Write each cohort-run's trend files and drift files (those it has rows of), counted
+    into `summary`."""
 
     def write_cohort(cohort: tuple) -> list[tuple[Path, bool | str]]:
         """Render and write one cohort-run's files in order; their outcomes."""
@@ -287,15 +308,17 @@ def _cohort_files(store: Any, scope: str, summary: RefreshSummary,
         pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, start no further cohort
 
 
-def _rollup_files(store: Any, scope: str, summary: RefreshSummary) -> None:
+def rollup_files(store: Any, scope: str, summary: RefreshSummary, drift: str = BATCH_DRIFT) -> None:
+    """Write the view and stage rollups of the runs x stages `scope` picks, from the drift rows
+    of the table `drift`."""
     import pyarrow as pa
 
     prefix = store.config.prefix
     stages = _arrow(store.con.sql(
-        f"SELECT * FROM rollup_stage_of('{BATCH_DRIFT}') WHERE {scope} ORDER BY run_id, stage, view"),
+        f"SELECT * FROM rollup_stage_of('{drift}') WHERE {scope} ORDER BY run_id, stage, view"),
         ROLLUP_STAGE_SCHEMA_ID)
     views = dict(_groups(_arrow(store.con.sql(
-        f"SELECT * FROM rollup_view_of('{BATCH_DRIFT}') WHERE {scope} ORDER BY run_id, stage, view, level, target, "
+        f"SELECT * FROM rollup_view_of('{drift}') WHERE {scope} ORDER BY run_id, stage, view, level, target, "
         "symbol, measure, metric, baseline_kind, value"), ROLLUP_VIEW_SCHEMA_ID),
         "run_id", "stage", "view"))
     for (run_id, stage), part in _groups(stages, "run_id", "stage"):

@@ -566,7 +566,7 @@ def _opened(root: Path, config: Config, sql_dir: Path | None, **sources: Any) ->
 
 
 def connect_part(root: str | Path, rows: Mapping[str, Any], config: Config | None = None, *,
-                 sql_dir: Path | None = None) -> Store:
+                 given: Mapping[str, Any] | None = None, sql_dir: Path | None = None) -> Store:
     """A store over one part of the tree at `root` handed over as Arrow tables instead of
     read from its files: `rows` maps `facts_raw` and `samples_raw` (the sidecar rows, with
     their `source_file`) and `marks_raw` to their rows (`catalog.bind_rows`).
@@ -574,9 +574,11 @@ def connect_part(root: str | Path, rows: Mapping[str, Any], config: Config | Non
     What an engine that cuts a tree by baseline key runs in each part (docs/design.md §13):
     every view whose shard is baseline_key gives the part's keys the rows it gives them
     over the whole tree. `drift` is `drift_computed` (no cache is read or written).
+    `given` maps views of the catalog to Arrow tables that stand in for them: what the one
+    who cut the tree computed over all of it, such as the broadcast `runs`.
     """
     root = Path(root)
-    return _opened(root, config or resolve_config(root), sql_dir, rows=rows)
+    return _opened(root, config or resolve_config(root), sql_dir, rows=rows, given=given or {})
 
 
 def init(root: str | Path, config: Config | None = None, *, sql_dir: Path | None = None,

@@ -275,7 +275,8 @@ def edge_tree(root: Path, seed: int) -> Path:
 
 
 def test_a_random_edge_tree_cut_by_baseline_key_gives_the_same_rows(tmp_path: Path) -> None:
-    drift = assert_parts_give_the_whole(edge_tree(tmp_path / "tree", seed=0), counts=(1, 2, 3, 7))
+    # 2 and 7 parts here (leaf views); test_spark.py refreshes this tree in 1, 2, 3 and 7
+    drift = assert_parts_give_the_whole(edge_tree(tmp_path / "tree", seed=0), counts=(2, 7))
     # the tree hits what it is built to hit
     assert {"COMPARED", "NO_BASELINE", "NON_FINITE", "NO_DATA", "LOW_N", "INCONCLUSIVE"} <= set(
         drift["status"].to_pylist())

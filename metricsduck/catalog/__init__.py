@@ -33,7 +33,7 @@ from .definitions import (
     update_ledger,
 )
 from .settings import fill_settings, settings_values
-from .sources import bind_cache, bind_rows, bind_snapshot, write_placeholders
+from .sources import bind_cache, bind_given, bind_rows, bind_snapshot, write_placeholders
 
 if TYPE_CHECKING:
     import duckdb
@@ -87,12 +87,14 @@ def apply(con: duckdb.DuckDBPyConnection, definition: Definition, database: str 
 def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir: Path | None = None,
           catalog: Catalog | None = None, persisted: bool = False, use_cache: bool = True,
           cached_only: bool = False, rows: Mapping[str, Any] | None = None,
+          given: Mapping[str, Any] | None = None,
           progress: Callable[[int, int], None] | None = None) -> Snapshot | None:
     """Fill the settings, bind the sources and apply every definition on `con`.
 
     The sources are a snapshot of the tree (returned; `bind_snapshot`), with `persisted`
     the compacted cache as the last refresh left it (`bind_cache`; returns None), or with
-    `rows` those Arrow tables (`bind_rows`; returns None, and `drift` is `drift_computed`).
+    `rows` those Arrow tables (`bind_rows`; returns None, and `drift` is `drift_computed`),
+    and `given` Arrow tables that stand in for those views of the catalog (`bind_given`).
     Otherwise `drift` is served by `compute`, not computed by every query. The definitions of
     the in-memory store are those of the built file (`attach_built`), where one can be
     kept. `progress(done, total)` is called after each definition.
@@ -103,11 +105,13 @@ def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir
     con.execute("SET GLOBAL TimeZone = 'UTC'")  # global: the cursors of `Store.sql` inherit it
     fill_settings(con, config, root)
     taken = None
+    definitions = list(catalog)
     if persisted:
         write_placeholders(root)
         bind_cache(con, root, config)
     elif rows is not None:
         bind_rows(con, rows)
+        definitions = bind_given(con, catalog, given or {})
     else:
         taken = bind_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
     served = False
@@ -135,8 +139,8 @@ def build(con: duckdb.DuckDBPyConnection, root: Path, config: Config, *, sql_dir
             progress(min(next(done), len(catalog)), len(catalog))
 
     try:
-        if persisted or not attach_built(con, catalog, catalog, place, step):
-            for definition in catalog:
+        if persisted or not attach_built(con, catalog, definitions, place, step):
+            for definition in definitions:
                 place(con, definition)
                 step()
         if SERVED in catalog and not served:

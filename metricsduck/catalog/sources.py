@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..engine import sql_string
+from ..engine import sql_identifier, sql_string
 from ..layout import CACHE_DIR
 from ..snapshot import Snapshot, misfits, read_files, take_snapshot, typed_empty, unreadable
 from ..snapshot.segments import DRIFT_ENTRY, DRIFT_INDEX_FILE, ENTRY, MANIFEST_FILE, SOURCES, cache_dir, segment_glob
+
+if TYPE_CHECKING:
+    from .definitions import Catalog, Definition
 
 # Zero-row files that keep the persisted catalog's globs non-empty. They sit beside the
 # cache folder, so `ROOT/.metricsduck/*/<name>` matches them and whatever the cache holds:
@@ -129,6 +132,22 @@ def bind_rows(con: Any, rows: Mapping[str, Any]) -> None:
                 con.unregister("bound_rows")
 
 
+def bind_given(con: Any, catalog: Catalog, given: Mapping[str, Any]) -> list[Definition]:
+    """Create a table of each Arrow table of `given`, named after the view of `catalog` it
+    stands in for (what the one who cut a tree computed over all of it, such as the broadcast
+    `runs`); return the definitions still to apply, those views left out. The tables are
+    made before the definitions, so the views that read one read the table."""
+    for name, table in given.items():
+        if name not in catalog or catalog[name].kind != "VIEW":
+            raise ValueError(f"given {name!r} is not a view of the catalog")
+        con.register("given_rows", table)
+        try:
+            con.execute(f"CREATE TABLE {sql_identifier(name)} AS SELECT * FROM given_rows")
+        finally:
+            con.unregister("given_rows")
+    return [definition for definition in catalog if definition.name not in given]
+
+
 def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]]:
     """Insert the rows of the mark files into `marks_raw`; return `(path, reason)` of the
     unreadable ones (the list is halved until each bad file stands alone)."""
@@ -142,6 +161,19 @@ def _load_marks(con: Any, files: list[str], schema: Any) -> list[tuple[str, str]
             return [(files[0], unreadable(exc, files[0]))]
     middle = len(files) // 2
     return _load_marks(con, files[:middle], schema) + _load_marks(con, files[middle:], schema)
+
+
+def bind_marks(con: Any, root: Path) -> list[tuple[str, str, str]]:
+    """Create `marks_raw` from the mark files of `root`; return `(path, source, reason)` of
+    each one left out (unreadable, or not a mark)."""
+    pattern, schema, _ = _marks(root)
+    files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
+    con.execute(f"CREATE OR REPLACE TABLE marks_raw AS {typed_empty(schema)}")
+    unread = _load_marks(con, files, schema) if files else []
+    odd = misfits(con, "marks_raw", "marks_raw")
+    for path, _ in odd:
+        con.execute("DELETE FROM marks_raw WHERE source_file = ?", [path])
+    return [(path, "marks_raw", reason) for path, reason in unread + odd]
 
 
 def bind_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = True,
@@ -160,14 +192,7 @@ def bind_snapshot(con: Any, root: Path, config: Config, *, use_cache: bool = Tru
     # footers are not kept (a cold snapshot reads 200,000 of them at 100k cohort-runs).
     con.execute("SET GLOBAL parquet_metadata_cache = false")
     taken, bad = take_snapshot(con, root, config, use_cache=use_cache, cached_only=cached_only)
-    pattern, schema, _ = _marks(root)
-    files = [row[0] for row in con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()]
-    con.execute(f"CREATE OR REPLACE TABLE marks_raw AS {typed_empty(schema)}")
-    unread = _load_marks(con, files, schema) if files else []
-    odd = misfits(con, "marks_raw", "marks_raw")
-    for path, _ in odd:
-        con.execute("DELETE FROM marks_raw WHERE source_file = ?", [path])
-    bad += [(path, "marks_raw", reason) for path, reason in unread + odd]
+    bad += bind_marks(con, root)
     if bad:
         con.executemany("INSERT INTO bad_files VALUES (?, ?, ?)", sorted(bad))
     # What the views read from now on are the snapshot's segments, which never change (a
